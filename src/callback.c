@@ -1,0 +1,207 @@
+/*
+ * The callback list: register, unregister and their non-waiting forms.
+ *
+ * The list is intrusive and doubly linked (no allocation), pushed at the
+ * head so the canceller pops last-registered first. Every list change, every
+ * state change of a registered callback and current_ are made under the
+ * source's lock bit; cb->src_ and cb->state_ are also read outside it with
+ * relaxed loads (only to find the lock, or for ON_NONE registrations that no
+ * other thread can touch).
+ *
+ * Lifetime hand-offs: once register returned false, or unregister returned,
+ * or try_unregister returned anything but EINPROGRESS, the caller owns @cb
+ * again and may free it. A callback that unregisters itself from inside
+ * releases @cb to itself at that moment: the run frame remembers, and the
+ * canceller never touches @cb again.
+ */
+#include "internal.h"
+
+#include "atomic.h"
+#include "core.h"
+
+#include <errno.h>
+
+static void
+list_push(struct cancel_source *src, struct cancel_callback *cb)
+{
+	cb->prev_ = NULL;
+	cb->next_ = src->head_;
+	if (src->head_ != NULL)
+		src->head_->prev_ = cb;
+	src->head_ = cb;
+}
+
+static void
+list_unlink(struct cancel_source *src, struct cancel_callback *cb)
+{
+	struct cancel_callback *prev = cb->prev_;
+	if (prev != NULL)
+		prev->next_ = cb->next_;
+	else
+		src->head_ = cb->next_;
+	if (cb->next_ != NULL)
+		cb->next_->prev_ = prev;
+	cb->next_ = NULL;
+	cb->prev_ = NULL;
+}
+
+int
+cancel__register(struct cancel_callback *cb, cancel_fn fn, void *arg,
+                 struct cancel_source *src, uint32_t flags)
+{
+	cb->fn_ = fn;
+	cb->arg_ = arg;
+	cb->next_ = NULL;
+	cb->prev_ = NULL;
+	cb->spare_ = 0;
+	if (src == NULL) {
+		st_relaxed(&cb->src_, NULL);
+		st_relaxed(&cb->state_, CB_ON_NONE | flags);
+		return 0;
+	}
+	if (!cancel__lock_unless_canceled(src)) {
+		st_relaxed(&cb->src_, NULL);
+		st_relaxed(&cb->state_, CB_NONE);
+		return ECANCELED;
+	}
+	st_relaxed(&cb->src_, src);
+	st_relaxed(&cb->state_, CB_REGISTERED | flags);
+	list_push(src, cb);
+	/* The unlock's release publishes cb's fields to the canceller, whose
+	 * lock acquire pairs with it. */
+	cancel__unlock(src);
+	return 0;
+}
+
+int
+cancel_callback_try_register(struct cancel_callback *cb, cancel_fn fn,
+                             void *arg, cancel_token tok)
+{
+	if (cb == NULL || fn == NULL)
+		return EINVAL;
+	return cancel__register(cb, fn, arg, tok.src_, 0);
+}
+
+bool
+cancel_callback_register(struct cancel_callback *cb, cancel_fn fn, void *arg,
+                         cancel_token tok)
+{
+	if (cb == NULL || fn == NULL)
+		return false;
+	if (cancel__register(cb, fn, arg, tok.src_, 0) == 0)
+		return true;
+	CANCEL_ERRNO_SAVE();
+	fn(arg);
+	CANCEL_ERRNO_RESTORE();
+	return false;
+}
+
+/* Outcome of removing @cb under its source's lock. */
+enum removal { REMOVED, RUNNING_MINE, RUNNING_OTHER, NOT_THERE };
+
+static enum removal
+remove_locked(struct cancel_source *src, struct cancel_callback *cb)
+{
+	uint32_t st = ld_relaxed(&cb->state_);
+	if ((st & CB_STATE_MASK) == CB_REGISTERED) {
+		list_unlink(src, cb);
+		st_relaxed(&cb->state_, (st & ~CB_STATE_MASK) | CB_REMOVED);
+		if (!(st & CB_KEEP_SRC))
+			st_relaxed(&cb->src_, NULL);
+		return REMOVED;
+	}
+	if (src->current_ == cb) {
+		void *runner = ld_relaxed(&src->runner_);
+		return cancel__frame_is_mine(runner) ? RUNNING_MINE
+		                                     : RUNNING_OTHER;
+	}
+	return NOT_THERE;
+}
+
+/* Registrations that never reached a source's list (src_ is NULL). */
+static int
+try_unregister_detached(struct cancel_callback *cb)
+{
+	uint32_t st = ld_relaxed(&cb->state_);
+	switch (st & CB_STATE_MASK) {
+	case CB_ON_NONE:
+		st_relaxed(&cb->state_, (st & ~CB_STATE_MASK) | CB_REMOVED);
+		return 0;
+	case CB_DONE:
+		return EALREADY;
+	default:
+		return ENOENT;
+	}
+}
+
+int
+cancel_callback_try_unregister(struct cancel_callback *cb)
+{
+	if (cb == NULL)
+		return EINVAL;
+	struct cancel_source *src = ld_relaxed(&cb->src_);
+	if (src == NULL)
+		return try_unregister_detached(cb);
+	int rc;
+	cancel__lock(src);
+	switch (remove_locked(src, cb)) {
+	case REMOVED:
+		rc = 0;
+		break;
+	case RUNNING_MINE:
+	case RUNNING_OTHER:
+		rc = EINPROGRESS;
+		break;
+	default:
+		rc = (ld_relaxed(&cb->state_) & CB_STATE_MASK) == CB_DONE
+		         ? EALREADY
+		         : ENOENT;
+		break;
+	}
+	cancel__unlock(src);
+	return rc;
+}
+
+bool
+cancel_callback_unregister(struct cancel_callback *cb)
+{
+	if (cb == NULL)
+		return false;
+	struct cancel_source *src = ld_relaxed(&cb->src_);
+	if (src == NULL)
+		return try_unregister_detached(cb) == 0;
+
+	CANCEL_ERRNO_SAVE();
+	bool removed = false;
+	cancel__lock(src);
+	for (;;) {
+		enum removal r = remove_locked(src, cb);
+		if (r == REMOVED) {
+			removed = true;
+			break;
+		}
+		if (r == RUNNING_MINE) {
+			/* Inside the callback itself: release cb to the
+			 * caller now; the canceller will not touch it. */
+			struct cancel__frame *f = ld_relaxed(&src->runner_);
+			f->cb_released = true;
+			uint32_t st = ld_relaxed(&cb->state_);
+			st_relaxed(&cb->state_,
+			           (st & ~CB_STATE_MASK) | CB_DONE);
+			break;
+		}
+		if (r == NOT_THERE)
+			break;
+		/* Running on another thread: park until current_ moves on.
+		 * run_list bumps gen_ and wakes us; the lock we retake
+		 * orders its writes before our return. */
+		uint32_t g = ld_relaxed(&src->gen_) | GEN_WAIT;
+		st_relaxed(&src->gen_, g);
+		cancel__unlock(src);
+		cancel__park(&src->gen_, g, CANCEL_NEVER);
+		cancel__lock(src);
+	}
+	cancel__unlock(src);
+	CANCEL_ERRNO_RESTORE();
+	return removed;
+}

@@ -1,0 +1,71 @@
+/*
+ * Private to the core files (source.c, callback.c, link.c): the run frame
+ * a cancel keeps on its own stack while it runs a source's callbacks, the
+ * callback states and the per-thread propagation queue.
+ */
+#ifndef CANCEL_CORE_H
+#define CANCEL_CORE_H
+
+#include "internal.h"
+
+/*
+ * One per source whose callback list this thread is running. Lives on the
+ * running thread's stack and is only ever dereferenced by that thread: other
+ * threads compare the pointer in runner_ but never follow it.
+ */
+struct cancel__frame {
+	struct cancel__frame *outer;  /* the frame this one runs inside */
+	struct cancel_source *src;    /* the source being canceled */
+	bool cb_released;             /* current callback unregistered itself */
+	bool src_destroyed;           /* a callback destroyed src */
+};
+
+/*
+ * Per thread: the stack of frames, and children whose propagation was queued
+ * because link nesting got deep (CANCEL_LINK_INLINE_DEPTH).
+ */
+struct cancel__tls {
+	struct cancel__frame *top;
+	struct cancel_source *qhead;
+	struct cancel_source *qtail;
+	unsigned depth;               /* nested link propagations */
+	bool draining;                /* an outermost finish is running */
+	struct cancel__frame queued;  /* runner_ of a source in our queue */
+};
+
+extern _Thread_local struct cancel__tls cancel__tls;
+
+/* Callback states (low byte of cancel_callback.state_). */
+#define CB_NONE 0u        /* never registered, or registration refused */
+#define CB_REGISTERED 1u  /* in its source's list */
+#define CB_RUNNING 2u     /* popped by a cancel; fn running */
+#define CB_DONE 3u        /* fn returned (or unregistered itself) */
+#define CB_REMOVED 4u     /* unregistered before it ran */
+#define CB_ON_NONE 5u     /* registered on CANCEL_TOKEN_NONE: recorded only */
+#define CB_STATE_MASK 0xffu
+#define CB_KEEP_SRC 0x100u /* internal link: src_ kept after it ran */
+
+/* gen_ bit: an unregister waits for the running callback to return. */
+#define GEN_WAIT 0x80000000u
+
+/* True if @runner (a source's runner_) is a frame of the calling thread. */
+CANCEL_HIDDEN bool cancel__frame_is_mine(const void *runner);
+
+/* Take @src's lock unless it is canceled (then false, lock not taken). */
+CANCEL_HIDDEN bool cancel__lock_unless_canceled(struct cancel_source *src);
+
+/* Register @cb on @src unless it is canceled: 0 or ECANCELED. */
+CANCEL_HIDDEN int cancel__register(struct cancel_callback *cb, cancel_fn fn,
+                                   void *arg, struct cancel_source *src,
+                                   uint32_t flags);
+
+/*
+ * A child that @link_fire just canceled: run its callbacks now, or queue
+ * them for the outermost finish when nesting is deep.
+ */
+CANCEL_HIDDEN void cancel__propagate(struct cancel_source *child);
+
+/* link.c: drop @src's links to its parents (destroy). */
+CANCEL_HIDDEN void cancel__unlink_parents(struct cancel_source *src);
+
+#endif /* CANCEL_CORE_H */

@@ -1,0 +1,226 @@
+/*
+ * cancel__* declarations shared between the files of src/. Nothing here is
+ * exported from the shared library (hidden visibility); the tests link the
+ * static archive built from the same objects and may call these.
+ */
+#ifndef CANCEL_INTERNAL_H
+#define CANCEL_INTERNAL_H
+
+#include "cancel.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define CANCEL_HIDDEN __attribute__((visibility("hidden")))
+
+/* ------------------------------------------------------------------ */
+/* The state word (struct cancel_source.state_)                       */
+/* ------------------------------------------------------------------ */
+/*
+ * One 64-bit word. The low 32 bits are also the futex word that waiters
+ * park on (cancel__state_word()); the high 32 bits hold the reason, so the
+ * CAS that sets CANCELED writes the reason with it: a reader that sees the
+ * flag sees its reason.
+ *
+ *   bit 0   CANCELED  one-way; set together with the reason.
+ *   bit 1   LOCK      the callback list lock (a spin lock). register takes
+ *                     it only while CANCELED is clear, so no callback can
+ *                     slip in after cancel started.
+ *   bit 2   DONE      the cancel that set CANCELED has run every callback
+ *                     and will not touch the source again (except a wake of
+ *                     the low word, harmless after free: see wait.h).
+ *   bit 3   SIGNAL    CANCELED was set by a signal handler; the deferred
+ *                     finish is queued for the library thread.
+ *   bit 4   FD        the source's fd exists (fd_/wfd_ are published).
+ *   bit 5   DWAIT     destroy() is parked on the low word waiting for DONE
+ *                     or for the waiter count to reach zero.
+ *   bits 8-31         number of threads inside a wait on this source.
+ *   bits 32-62        the reason (positive), valid once CANCELED is set.
+ */
+#define CANCEL__S_CANCELED 0x1u
+#define CANCEL__S_LOCK 0x2u
+#define CANCEL__S_DONE 0x4u
+#define CANCEL__S_SIGNAL 0x8u
+#define CANCEL__S_FD 0x10u
+#define CANCEL__S_DWAIT 0x20u
+#define CANCEL__S_WAITER 0x100u
+#define CANCEL__S_WAITER_MASK 0xffffff00u
+#define CANCEL__S_REASON_SHIFT 32
+
+static inline int
+cancel__state_reason(uint64_t s)
+{
+	return (int)(uint32_t)(s >> CANCEL__S_REASON_SHIFT);
+}
+
+static inline uint32_t
+cancel__state_waiters(uint64_t s)
+{
+	return (uint32_t)(s & CANCEL__S_WAITER_MASK) >> 8;
+}
+
+/* The 32-bit half of state_ that holds the flags: the futex word. */
+static inline uint32_t *
+cancel__state_word(struct cancel_source *src)
+{
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	return (uint32_t *)(void *)&src->state_ + 1;
+#else
+	return (uint32_t *)(void *)&src->state_;
+#endif
+}
+
+/* ------------------------------------------------------------------ */
+/* source.c: the state machine                                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Make the not-canceled -> canceled transition with @reason (> 0). Returns
+ * true for the caller that made it; that caller then owns the finish and
+ * must call cancel__finish() (or queue it). Wakes parked waiters and writes
+ * the fd. Async-signal-safe when @from_signal (then it also sets SIGNAL,
+ * wakes only what is signal-safe to wake, and queues the finish on the
+ * library thread itself; the caller must not call cancel__finish()).
+ */
+CANCEL_HIDDEN bool cancel__begin(struct cancel_source *src, int reason,
+                                 bool from_signal);
+
+/*
+ * Run every registered callback (LIFO, one at a time, each exactly once),
+ * then set DONE. Called by whoever won cancel__begin(), on any thread.
+ */
+CANCEL_HIDDEN void cancel__finish(struct cancel_source *src);
+
+/*
+ * The library thread's half of a signal-handler cancel: wake what the
+ * handler could not, then cancel__finish(). Clears SIGNAL.
+ */
+CANCEL_HIDDEN void cancel__signal_finish(struct cancel_source *src);
+
+/*
+ * Count the calling thread as waiting on @src (destroy returns EBUSY while
+ * any are, and waits for woken ones to leave). Returns the state after
+ * entering. Every enter is paired with one leave.
+ */
+CANCEL_HIDDEN uint64_t cancel__waiter_enter(struct cancel_source *src);
+CANCEL_HIDDEN void cancel__waiter_leave(struct cancel_source *src);
+
+/* Locks and unlocks the callback list lock (bit LOCK of the state word). */
+CANCEL_HIDDEN void cancel__lock(struct cancel_source *src);
+CANCEL_HIDDEN void cancel__unlock(struct cancel_source *src);
+
+/* ------------------------------------------------------------------ */
+/* deadline.c: the monotonic clock and timespec helpers               */
+/* ------------------------------------------------------------------ */
+
+CANCEL_HIDDEN uint64_t cancel__now_ns(void);
+CANCEL_HIDDEN bool cancel__ts_valid(const struct timespec *ts);
+/* Saturating conversions; a valid timespec is assumed. */
+CANCEL_HIDDEN uint64_t cancel__ts_to_ns(const struct timespec *ts);
+CANCEL_HIDDEN struct timespec cancel__ns_to_ts(uint64_t ns);
+CANCEL_HIDDEN uint64_t cancel__add_sat(uint64_t a, uint64_t b);
+/* NULL -> CANCEL_NEVER; EINVAL for a malformed timespec; else 0. */
+CANCEL_HIDDEN int cancel__deadline_ns(const struct timespec *deadline,
+                                      uint64_t *out);
+
+/* ------------------------------------------------------------------ */
+/* wait.h backends: see wait.h                                        */
+/* ------------------------------------------------------------------ */
+#include "wait.h"
+
+/* ------------------------------------------------------------------ */
+/* fd.c: the token's descriptor                                       */
+/* ------------------------------------------------------------------ */
+
+/* Create (once) and return the source's fd. 0, EMFILE or ENFILE. */
+CANCEL_HIDDEN int cancel__source_fd(struct cancel_source *src, int *fd);
+/* Make the fd readable if it exists. Async-signal-safe. */
+CANCEL_HIDDEN void cancel__source_fd_signal(struct cancel_source *src);
+/* Close the fd (destroy). */
+CANCEL_HIDDEN void cancel__source_fd_close(struct cancel_source *src);
+
+/* ------------------------------------------------------------------ */
+/* libthread.c: the library thread, timer and deferred work           */
+/* ------------------------------------------------------------------ */
+
+/* Start the library thread if it is not running. 0 or EAGAIN. */
+CANCEL_HIDDEN int cancel__lt_ensure(void);
+/* Wake the library thread. Async-signal-safe, errno preserved. */
+CANCEL_HIDDEN void cancel__lt_kick(void);
+/* True when called on the library thread. */
+CANCEL_HIDDEN bool cancel__lt_is_self(void);
+
+/*
+ * Arm @src's timer at @deadline_ns (absolute monotonic), replacing any.
+ * Starts the library thread. 0 or EAGAIN (nothing armed).
+ */
+CANCEL_HIDDEN int cancel__timer_arm(struct cancel_source *src,
+                                    uint64_t deadline_ns);
+/*
+ * Disarm @src's timer. If the library thread is firing it right now (and
+ * this is not the library thread), wait until that firing has ended.
+ * Cheap when the source never armed a timer.
+ */
+CANCEL_HIDDEN void cancel__timer_disarm(struct cancel_source *src);
+/* @src's own armed deadline, or CANCEL_NEVER. */
+CANCEL_HIDDEN uint64_t cancel__timer_deadline(struct cancel_source *src);
+
+/*
+ * Deferred work for the library thread (condition-wait broadcasts).
+ * Lives in the poster's memory; the poster must revoke it before freeing.
+ */
+struct cancel__work {
+	struct cancel__work *next;
+	struct cancel__work *prev;
+	void (*fn)(struct cancel__work *w);
+	uint32_t state; /* library-private */
+};
+/* Queue @w (normal context). 0, or EAGAIN if the thread cannot start. */
+CANCEL_HIDDEN int cancel__work_post(struct cancel__work *w);
+/*
+ * Take back @w: true if it was removed before running, had already run,
+ * or was never posted; false if it is running right now, in which case the
+ * caller must drop any lock fn may need and call cancel__work_wait().
+ */
+CANCEL_HIDDEN bool cancel__work_revoke(struct cancel__work *w);
+/* Wait until a running @w has finished. */
+CANCEL_HIDDEN void cancel__work_wait(struct cancel__work *w);
+
+/*
+ * Queue @src's deferred finish after a signal-handler cancel. Lock-free,
+ * async-signal-safe; kicks the library thread, which calls
+ * cancel__signal_finish(). Each source is queued at most once (only the
+ * caller that won cancel__begin() queues it).
+ */
+CANCEL_HIDDEN void cancel__signal_post(struct cancel_source *src);
+/*
+ * True while @src's deferred signal finish is queued or running (used by
+ * destroy, which then ensures the thread and waits for DONE).
+ */
+
+/* ------------------------------------------------------------------ */
+/* alloc.c: the one allocation hook and the live-object count         */
+/* ------------------------------------------------------------------ */
+
+CANCEL_HIDDEN void *cancel__malloc(size_t n);
+CANCEL_HIDDEN void cancel__free(void *p);
+/* Descriptors count as live objects too. */
+CANCEL_HIDDEN void cancel__live_fd(int delta);
+
+/*
+ * Test hooks. cancel__test_fail_alloc(k): the k-th allocation from now
+ * fails (1 = the next one), then allocations succeed again; 0 disables.
+ * cancel__test_live_objects(): allocations plus descriptors held now.
+ * cancel__test_alloc_count(): allocations made since the process started.
+ */
+CANCEL_HIDDEN void cancel__test_fail_alloc(long k);
+CANCEL_HIDDEN long cancel__test_live_objects(void);
+CANCEL_HIDDEN long cancel__test_alloc_count(void);
+
+/* Save and restore errno around a public call. */
+#define CANCEL_ERRNO_SAVE() int cancel__saved_errno_ = errno
+#define CANCEL_ERRNO_RESTORE() (errno = cancel__saved_errno_)
+
+#endif /* CANCEL_INTERNAL_H */

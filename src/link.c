@@ -1,0 +1,164 @@
+/*
+ * Linked sources. A child's link to each parent is an ordinary callback
+ * registered on the parent (flagged CB_KEEP_SRC so it remembers the parent
+ * after running). One parent uses the link node embedded in the source; more
+ * use one allocated array. The parent's children_ count keeps the parent
+ * from being destroyed while a child still points at it.
+ *
+ * When a parent is canceled its run loop reaches the link, which cancels
+ * the child with the parent's reason (the first reason to arrive wins the
+ * child's CAS) and runs the child's callbacks: inline while links nest less
+ * than CANCEL_LINK_INLINE_DEPTH deep, else queued on this thread and run by
+ * the outermost cancel before it returns, so chains of any length never
+ * recurse on the stack without bound.
+ */
+#include "internal.h"
+
+#include "atomic.h"
+#include "core.h"
+
+#include <errno.h>
+#include <string.h>
+
+static void
+link_fire(void *arg)
+{
+	struct cancel_source *child = arg;
+	/* We run inside the parent's run loop: its frame is on top. */
+	struct cancel_source *parent = cancel__tls.top->src;
+	/* Acquire pairs with cancel__begin's release on the parent. */
+	int reason = cancel__state_reason(ld_acquire(&parent->state_));
+	if (cancel__begin(child, reason, false))
+		cancel__propagate(child);
+}
+
+static struct cancel_callback *
+links_of(struct cancel_source *src)
+{
+	return src->links_ != NULL ? src->links_ : &src->link_;
+}
+
+int
+cancel_source_init_linked(struct cancel_source *src,
+                          const cancel_token *parents, size_t n)
+{
+	if (src == NULL || (parents == NULL && n > 0))
+		return EINVAL;
+	cancel_source_init(src);
+
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct cancel_source *p = parents[i].src_;
+		if (p == NULL)
+			continue;
+		k++;
+		/* Acquire pairs with cancel__begin's release on the parent. */
+		uint64_t s = ld_acquire(&p->state_);
+		if (s & CANCEL__S_CANCELED) {
+			/* First canceled parent in array order: canceled at
+			 * once, linked to nobody. Nothing can observe src yet,
+			 * so a plain store is enough. */
+			st_relaxed(&src->state_,
+			           CANCEL__S_CANCELED | CANCEL__S_DONE |
+			               ((uint64_t)(uint32_t)cancel__state_reason(s)
+			                << CANCEL__S_REASON_SHIFT));
+			return 0;
+		}
+	}
+	if (k == 0)
+		return 0;
+
+	struct cancel_callback *links = &src->link_;
+	if (k > 1) {
+		links = cancel__malloc(k * sizeof(*links));
+		if (links == NULL)
+			return ENOMEM;
+		memset(links, 0, k * sizeof(*links));
+		src->links_ = links;
+	}
+	src->nlinks_ = (uint32_t)k;
+
+	size_t j = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct cancel_source *p = parents[i].src_;
+		if (p == NULL)
+			continue;
+		fetch_add_relaxed(&p->children_, 1u);
+		if (cancel__register(&links[j], link_fire, src, p,
+		                     CB_KEEP_SRC) != 0) {
+			/* The parent was canceled meanwhile: inherit. */
+			/* Release pairs with the parent destroy's acquire. */
+			fetch_sub_release(&p->children_, 1u);
+			int reason = cancel__state_reason(ld_acquire(&p->state_));
+			if (cancel__begin(src, reason, false))
+				cancel__finish(src);
+		}
+		j++;
+	}
+	return 0;
+}
+
+void
+cancel__unlink_parents(struct cancel_source *src)
+{
+	struct cancel_callback *links = links_of(src);
+	uint32_t n = src->nlinks_;
+	for (uint32_t j = 0; j < n; j++) {
+		struct cancel_source *p = ld_relaxed(&links[j].src_);
+		if (p == NULL)
+			continue;
+		/* Waits if the parent runs this link on another thread; at
+		 * once (releasing the node) if on ours. */
+		cancel_callback_unregister(&links[j]);
+		st_relaxed(&links[j].src_, NULL);
+		/* Release pairs with the acquire load in the parent's
+		 * destroy: our unregister happens before its teardown. */
+		fetch_sub_release(&p->children_, 1u);
+	}
+	if (src->links_ != NULL)
+		cancel__free(src->links_);
+	src->links_ = NULL;
+	src->nlinks_ = 0;
+}
+
+static uint64_t
+min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+/*
+ * Earliest deadline of @src and its ancestors. Single-parent chains are
+ * walked in a loop; only the extra parents of a multi-parent source recurse.
+ */
+static uint64_t
+earliest(struct cancel_source *src)
+{
+	uint64_t best = CANCEL_NEVER;
+	while (src != NULL) {
+		best = min_u64(best, cancel__timer_deadline(src));
+		struct cancel_callback *links = links_of(src);
+		uint32_t n = src->nlinks_;
+		if (n == 0)
+			break;
+		for (uint32_t j = 0; j + 1 < n; j++) {
+			struct cancel_source *p = ld_relaxed(&links[j].src_);
+			if (p != NULL)
+				best = min_u64(best, earliest(p));
+		}
+		src = ld_relaxed(&links[n - 1].src_);
+	}
+	return best;
+}
+
+bool
+cancel_token_deadline(cancel_token tok, struct timespec *deadline)
+{
+	if (tok.src_ == NULL || deadline == NULL)
+		return false;
+	uint64_t ns = earliest(tok.src_);
+	if (ns == CANCEL_NEVER)
+		return false;
+	*deadline = cancel__ns_to_ts(ns);
+	return true;
+}

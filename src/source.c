@@ -1,0 +1,450 @@
+/*
+ * The source/token state machine: the state word, the callback run loop,
+ * destroy, and the token queries.
+ *
+ * Everything hangs on one 64-bit word (see internal.h). The cancel flag and
+ * the callback-list lock live in it together, so register's "lock unless
+ * canceled" and cancel's "set canceled" are one CAS each and can never both
+ * succeed in the wrong order: a callback either got into the list before
+ * the flag was set (and the canceller will pop it), or sees the flag (and
+ * runs inline). The reason is written by the same CAS as the flag.
+ *
+ * The canceller pops one callback at a time under the lock, marks it
+ * running in the source (current_), drops the lock, runs it, and retakes
+ * the lock to mark it done. An unregister that finds its callback running
+ * on another thread waits for current_ to move on (gen_ is the futex word
+ * it parks on); one that finds it running on its own thread (inside the
+ * callback, at any depth) returns at once. The run frame on the
+ * canceller's stack records a callback that released itself or a source
+ * destroyed from inside a callback, so the loop never touches freed memory.
+ */
+#include "internal.h"
+
+#include "atomic.h"
+#include "core.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <string.h>
+
+_Thread_local struct cancel__tls cancel__tls;
+
+bool
+cancel__frame_is_mine(const void *runner)
+{
+	if (runner == NULL)
+		return false;
+	if (runner == &cancel__tls.queued)
+		return true;
+	for (struct cancel__frame *f = cancel__tls.top; f != NULL; f = f->outer)
+		if ((const void *)f == runner)
+			return true;
+	return false;
+}
+
+static void
+backoff(unsigned *spins)
+{
+	if (++*spins < 64)
+		cpu_relax();
+	else
+		sched_yield();
+}
+
+void
+cancel__lock(struct cancel_source *src)
+{
+	uint64_t s = ld_relaxed(&src->state_);
+	unsigned spins = 0;
+	for (;;) {
+		if (s & CANCEL__S_LOCK) {
+			backoff(&spins);
+			s = ld_relaxed(&src->state_);
+			continue;
+		}
+		/* Acquire pairs with the release in cancel__unlock(). */
+		if (cas_acquire(&src->state_, &s, s | CANCEL__S_LOCK))
+			return;
+	}
+}
+
+void
+cancel__unlock(struct cancel_source *src)
+{
+	/* Release pairs with the acquire CAS of the next lock holder. */
+	fetch_and_release(&src->state_, ~(uint64_t)CANCEL__S_LOCK);
+}
+
+/* Take the lock only while not canceled (register's entry). */
+bool
+cancel__lock_unless_canceled(struct cancel_source *src)
+{
+	uint64_t s = ld_acquire(&src->state_);
+	unsigned spins = 0;
+	for (;;) {
+		if (s & CANCEL__S_CANCELED)
+			return false;
+		if (s & CANCEL__S_LOCK) {
+			backoff(&spins);
+			s = ld_acquire(&src->state_);
+			continue;
+		}
+		/* Acquire pairs with the release in cancel__unlock(). */
+		if (cas_acquire(&src->state_, &s, s | CANCEL__S_LOCK))
+			return true;
+	}
+}
+
+void
+cancel_source_init(struct cancel_source *src)
+{
+	if (src != NULL)
+		memset(src, 0, sizeof(*src));
+}
+
+cancel_token
+cancel_source_token(struct cancel_source *src)
+{
+	cancel_token tok;
+	tok.src_ = src;
+	return tok;
+}
+
+bool
+cancel__begin(struct cancel_source *src, int reason, bool from_signal)
+{
+	uint64_t s = ld_relaxed(&src->state_);
+	uint64_t n;
+	do {
+		if (s & CANCEL__S_CANCELED)
+			return false;
+		n = (s & 0xffffffffu) | CANCEL__S_CANCELED |
+		    (from_signal ? CANCEL__S_SIGNAL : 0) |
+		    ((uint64_t)(uint32_t)reason << CANCEL__S_REASON_SHIFT);
+		/*
+		 * Release: pairs with the acquire load in
+		 * cancel_token_is_canceled() and the waiters' reloads, which
+		 * then see the reason with the flag. Acquire: we read the
+		 * waiter count and FD bit published by their fetch_add/CAS.
+		 */
+	} while (!cas_acq_rel(&src->state_, &s, n));
+
+	if (cancel__state_waiters(s) != 0 &&
+	    (!from_signal || cancel__unpark_signal_safe))
+		cancel__unpark_all(cancel__state_word(src));
+	if (s & CANCEL__S_FD)
+		cancel__source_fd_signal(src);
+	if (from_signal)
+		cancel__signal_post(src);
+	return true;
+}
+
+/* Run @src's callbacks one at a time, last registered first; set DONE. */
+static void
+run_list(struct cancel_source *src)
+{
+	struct cancel__frame frame = {.outer = cancel__tls.top, .src = src};
+	cancel__tls.top = &frame;
+
+	cancel__lock(src);
+	st_relaxed(&src->runner_, (void *)&frame);
+	for (;;) {
+		struct cancel_callback *cb = src->head_;
+		if (cb == NULL)
+			break;
+		src->head_ = cb->next_;
+		if (cb->next_ != NULL)
+			cb->next_->prev_ = NULL;
+		cb->next_ = NULL;
+		uint32_t st = ld_relaxed(&cb->state_);
+		st_relaxed(&cb->state_, (st & ~CB_STATE_MASK) | CB_RUNNING);
+		src->current_ = cb;
+		frame.cb_released = false;
+		cancel_fn fn = cb->fn_;
+		void *arg = cb->arg_;
+		cancel__unlock(src);
+
+		fn(arg);
+
+		if (frame.src_destroyed) {
+			/* A callback destroyed src: do not touch it again. */
+			cancel__tls.top = frame.outer;
+			return;
+		}
+		cancel__lock(src);
+		src->current_ = NULL;
+		if (!frame.cb_released) {
+			st = ld_relaxed(&cb->state_);
+			st_relaxed(&cb->state_, (st & ~CB_STATE_MASK) | CB_DONE);
+			if (!(st & CB_KEEP_SRC))
+				st_relaxed(&cb->src_, NULL);
+		}
+		uint32_t g = ld_relaxed(&src->gen_);
+		if (g & GEN_WAIT) {
+			/* Unregisters parked on gen_ retake the lock: their
+			 * acquire pairs with our unlock's release. */
+			st_relaxed(&src->gen_, (g + 1) & ~GEN_WAIT);
+			cancel__unlock(src);
+			cancel__unpark_all(&src->gen_);
+			cancel__lock(src);
+		}
+	}
+	st_relaxed(&src->runner_, NULL);
+	cancel__unlock(src);
+	cancel__tls.top = frame.outer;
+
+	/* Release pairs with destroy's acquire load that sees DONE: all our
+	 * writes to src happen before its teardown. */
+	uint64_t old = fetch_or_release(&src->state_, CANCEL__S_DONE);
+	if (old & CANCEL__S_DWAIT)
+		cancel__unpark_all(cancel__state_word(src));
+}
+
+static void
+drain_queue(void)
+{
+	struct cancel_source *c;
+	while ((c = cancel__tls.qhead) != NULL) {
+		cancel__tls.qhead = c->next_deferred_;
+		if (cancel__tls.qhead == NULL)
+			cancel__tls.qtail = NULL;
+		c->next_deferred_ = NULL;
+		run_list(c);
+	}
+}
+
+void
+cancel__finish(struct cancel_source *src)
+{
+	if (cancel__tls.draining) {
+		run_list(src);
+		return;
+	}
+	cancel__tls.draining = true;
+	run_list(src);
+	drain_queue();
+	cancel__tls.draining = false;
+}
+
+void
+cancel__propagate(struct cancel_source *child)
+{
+	if (cancel__tls.depth < CANCEL_LINK_INLINE_DEPTH) {
+		cancel__tls.depth++;
+		run_list(child);
+		cancel__tls.depth--;
+		return;
+	}
+	/* Deep chain: queue it for the outermost finish on this thread. The
+	 * marker tells destroy on this thread that the work is its own. */
+	st_relaxed(&child->runner_, (void *)&cancel__tls.queued);
+	child->next_deferred_ = NULL;
+	if (cancel__tls.qtail != NULL)
+		cancel__tls.qtail->next_deferred_ = child;
+	else
+		cancel__tls.qhead = child;
+	cancel__tls.qtail = child;
+}
+
+static void
+dequeue(struct cancel_source *src)
+{
+	struct cancel_source **pp = &cancel__tls.qhead;
+	struct cancel_source *prev = NULL;
+	while (*pp != NULL && *pp != src) {
+		prev = *pp;
+		pp = &(*pp)->next_deferred_;
+	}
+	if (*pp == NULL)
+		return;
+	*pp = src->next_deferred_;
+	if (cancel__tls.qtail == src)
+		cancel__tls.qtail = prev;
+	src->next_deferred_ = NULL;
+}
+
+void
+cancel__signal_finish(struct cancel_source *src)
+{
+	/* The handler could wake only what is signal-safe to wake. */
+	uint64_t s = ld_acquire(&src->state_);
+	if (!cancel__unpark_signal_safe && cancel__state_waiters(s) != 0)
+		cancel__unpark_all(cancel__state_word(src));
+	cancel__finish(src);
+}
+
+uint64_t
+cancel__waiter_enter(struct cancel_source *src)
+{
+	/* Acq_rel: our count is visible to cancel__begin's CAS (which then
+	 * wakes us), and we read a CANCELED set before it. */
+	return fetch_add_acq_rel(&src->state_, (uint64_t)CANCEL__S_WAITER) +
+	       CANCEL__S_WAITER;
+}
+
+void
+cancel__waiter_leave(struct cancel_source *src)
+{
+	/* Release pairs with destroy's acquire load seeing the count at 0. */
+	uint64_t old =
+	    fetch_sub_release(&src->state_, (uint64_t)CANCEL__S_WAITER);
+	if (old & CANCEL__S_DWAIT)
+		cancel__unpark_all(cancel__state_word(src));
+}
+
+bool
+cancel_source_cancel_with(struct cancel_source *src, int reason)
+{
+	if (src == NULL)
+		return false;
+	if (reason <= 0)
+		reason = ECANCELED;
+	if (!cancel__begin(src, reason, false))
+		return false;
+	CANCEL_ERRNO_SAVE();
+	cancel__finish(src);
+	CANCEL_ERRNO_RESTORE();
+	return true;
+}
+
+bool
+cancel_source_cancel(struct cancel_source *src)
+{
+	return cancel_source_cancel_with(src, ECANCELED);
+}
+
+/* ------------------------------------------------------------------ */
+/* destroy                                                            */
+/* ------------------------------------------------------------------ */
+
+static bool
+pred_done(uint64_t s)
+{
+	return (s & CANCEL__S_DONE) != 0;
+}
+
+static bool
+pred_no_waiters(uint64_t s)
+{
+	return cancel__state_waiters(s) == 0;
+}
+
+/* Park on the state word until @pred holds; DWAIT asks for a wake-up. */
+static void
+wait_state(struct cancel_source *src, bool (*pred)(uint64_t))
+{
+	for (;;) {
+		/* Acquire pairs with run_list's DONE release and with
+		 * cancel__waiter_leave's release. */
+		uint64_t s = ld_acquire(&src->state_);
+		if (pred(s))
+			return;
+		if (!(s & CANCEL__S_DWAIT)) {
+			fetch_or_acq_rel(&src->state_, CANCEL__S_DWAIT);
+			continue;
+		}
+		cancel__park(cancel__state_word(src), (uint32_t)s,
+		             CANCEL_NEVER);
+	}
+}
+
+static bool
+busy_locked(struct cancel_source *src)
+{
+	uint64_t s = ld_relaxed(&src->state_);
+	/* Acquire pairs with the release decrement in a child's destroy. */
+	return src->head_ != NULL || ld_acquire(&src->children_) != 0 ||
+	       cancel__state_waiters(s) != 0;
+}
+
+static int
+teardown(struct cancel_source *src, struct cancel__frame *frame,
+         bool queued)
+{
+	cancel__lock(src);
+	if (busy_locked(src)) {
+		fetch_and_acq_rel(&src->state_, ~(uint64_t)CANCEL__S_DWAIT);
+		cancel__unlock(src);
+		return EBUSY;
+	}
+	if (frame != NULL)
+		frame->src_destroyed = true;
+	cancel__unlock(src);
+	if (queued)
+		dequeue(src);
+	cancel__unlink_parents(src);
+	/* Disarm before closing the fd: a firing timer may still write it. */
+	cancel__timer_disarm(src);
+	cancel__source_fd_close(src);
+	return 0;
+}
+
+int
+cancel_source_destroy(struct cancel_source *src)
+{
+	if (src == NULL)
+		return EINVAL;
+	CANCEL_ERRNO_SAVE();
+	int rc;
+	uint64_t s = ld_acquire(&src->state_);
+	struct cancel__frame *mine = NULL;
+	bool queued = false;
+
+	if ((s & CANCEL__S_CANCELED) && !(s & CANCEL__S_DONE)) {
+		void *r = ld_relaxed(&src->runner_);
+		if (cancel__frame_is_mine(r)) {
+			/* Our own cancel is running src's callbacks (or has
+			 * queued them): never wait for ourselves. */
+			if (r == (void *)&cancel__tls.queued)
+				queued = true;
+			else
+				mine = r;
+		} else {
+			if ((s & CANCEL__S_SIGNAL) && r == NULL) {
+				if (cancel__lt_is_self()) {
+					/* Queued behind us on the library
+					 * thread: cannot wait for ourselves. */
+					rc = EBUSY;
+					goto out;
+				}
+				if (cancel__lt_ensure() != 0) {
+					rc = EAGAIN;
+					goto out;
+				}
+			}
+			wait_state(src, pred_done);
+		}
+	}
+	if (ld_acquire(&src->state_) & CANCEL__S_CANCELED)
+		wait_state(src, pred_no_waiters);
+	rc = teardown(src, mine, queued);
+out:
+	CANCEL_ERRNO_RESTORE();
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Token queries                                                      */
+/* ------------------------------------------------------------------ */
+
+bool
+cancel_token_can_be_canceled(cancel_token tok)
+{
+	return tok.src_ != NULL;
+}
+
+int
+cancel_token_reason(cancel_token tok)
+{
+	if (tok.src_ == NULL)
+		return 0;
+	/* Acquire pairs with cancel__begin's release CAS. */
+	uint64_t s = ld_acquire(&tok.src_->state_);
+	return (s & CANCEL__S_CANCELED) ? cancel__state_reason(s) : 0;
+}
+
+int
+cancel_token_check(cancel_token tok)
+{
+	return cancel_token_is_canceled(tok) ? ECANCELED : 0;
+}
