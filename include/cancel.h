@@ -148,7 +148,7 @@ struct cancel_source {
 	uint32_t gen_;
 	struct cancel_callback link_;
 	struct cancel_callback *current_;
-	void *reserved_;
+	void *owner_;
 };
 
 /*
@@ -381,6 +381,13 @@ CANCEL_API int cancel_callback_try_register(struct cancel_callback *cb,
  * (on the thread running it, at any nesting depth) it returns false at
  * once. After it returns, the callback is neither running nor will run,
  * and @cb's storage may be reused.
+ *
+ * Waiting would deadlock when the running callback is itself (directly or
+ * through other threads) waiting in an unregister for a callback that this
+ * thread is running: two callbacks unregistering each other while their
+ * sources cancel on two threads. Then, as from inside the callback, it
+ * returns false at once without waiting; the callback it names returns
+ * only after this thread's own callback does.
  * Threads: any. Blocks: only while the callback runs on another thread.
  */
 CANCEL_API bool cancel_callback_unregister(struct cancel_callback *cb);

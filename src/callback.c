@@ -20,6 +20,7 @@
 #include "core.h"
 
 #include <errno.h>
+#include <pthread.h>
 
 static void
 list_push(struct cancel_source *src, struct cancel_callback *cb)
@@ -94,6 +95,54 @@ cancel_callback_register(struct cancel_callback *cb, cancel_fn fn, void *arg,
 	fn(arg);
 	CANCEL_ERRNO_RESTORE();
 	return false;
+}
+
+/*
+ * The wait-for graph of unregisters parked on a callback running on another
+ * thread. It is consulted only on that slow path, to refuse a wait that
+ * would close a cycle (two callbacks unregistering each other while their
+ * sources cancel on two threads): following "thread T waits for source W,
+ * whose callbacks run on thread owner_(W)" from the thread we would wait
+ * for, we must never come back to ourselves.
+ */
+struct wait_rec {
+	struct wait_rec *next;
+	const void *thread;
+	struct cancel_source *src;
+};
+
+static pthread_mutex_t graph_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct wait_rec *graph;
+
+/* Under graph_mu. Each recorded source is alive: its waiter is parked on
+ * it, which the thread rules make a use of that source. */
+static bool
+closes_cycle(struct cancel_source *src)
+{
+	const void *me = &cancel__tls;
+	const void *t = ld_relaxed(&src->owner_);
+	for (unsigned hops = 0; t != NULL && hops < 4096; hops++) {
+		if (t == me)
+			return true;
+		struct wait_rec *r = graph;
+		while (r != NULL && r->thread != t)
+			r = r->next;
+		if (r == NULL)
+			return false;
+		t = ld_relaxed(&r->src->owner_);
+	}
+	return false;
+}
+
+static void
+graph_remove(struct wait_rec *rec)
+{
+	pthread_mutex_lock(&graph_mu);
+	struct wait_rec **pp = &graph;
+	while (*pp != rec)
+		pp = &(*pp)->next;
+	*pp = rec->next;
+	pthread_mutex_unlock(&graph_mu);
 }
 
 /* Outcome of removing @cb under its source's lock. */
@@ -192,13 +241,24 @@ cancel_callback_unregister(struct cancel_callback *cb)
 		}
 		if (r == NOT_THERE)
 			break;
-		/* Running on another thread: park until current_ moves on.
-		 * run_list bumps gen_ and wakes us; the lock we retake
+		/* Running on another thread: park until current_ moves on,
+		 * unless that thread is (transitively) waiting for us. */
+		struct wait_rec rec = {.thread = &cancel__tls, .src = src};
+		pthread_mutex_lock(&graph_mu);
+		if (closes_cycle(src)) {
+			pthread_mutex_unlock(&graph_mu);
+			break;
+		}
+		rec.next = graph;
+		graph = &rec;
+		pthread_mutex_unlock(&graph_mu);
+		/* run_list bumps gen_ and wakes us; the lock we retake
 		 * orders its writes before our return. */
 		uint32_t g = ld_relaxed(&src->gen_) | GEN_WAIT;
 		st_relaxed(&src->gen_, g);
 		cancel__unlock(src);
 		cancel__park(&src->gen_, g, CANCEL_NEVER);
+		graph_remove(&rec);
 		cancel__lock(src);
 	}
 	cancel__unlock(src);

@@ -148,6 +148,7 @@ run_list(struct cancel_source *src)
 
 	cancel__lock(src);
 	st_relaxed(&src->runner_, (void *)&frame);
+	st_relaxed(&src->owner_, (void *)&cancel__tls);
 	for (;;) {
 		struct cancel_callback *cb = src->head_;
 		if (cb == NULL)
@@ -190,6 +191,7 @@ run_list(struct cancel_source *src)
 		}
 	}
 	st_relaxed(&src->runner_, NULL);
+	st_relaxed(&src->owner_, NULL);
 	cancel__unlock(src);
 	cancel__tls.top = frame.outer;
 
