@@ -220,7 +220,7 @@ cancel_callback_unregister(struct cancel_callback *cb)
 	if (src == NULL)
 		return try_unregister_detached(cb) == 0;
 
-	CANCEL_ERRNO_SAVE();
+	/* Nothing below touches errno: park and the mutex preserve it. */
 	bool removed = false;
 	cancel__lock(src);
 	for (;;) {
@@ -262,6 +262,5 @@ cancel_callback_unregister(struct cancel_callback *cb)
 		cancel__lock(src);
 	}
 	cancel__unlock(src);
-	CANCEL_ERRNO_RESTORE();
 	return removed;
 }

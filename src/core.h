@@ -33,7 +33,8 @@ struct cancel__tls {
 	struct cancel__frame queued;  /* runner_ of a source in our queue */
 };
 
-extern _Thread_local struct cancel__tls cancel__tls;
+extern __attribute__((tls_model("initial-exec"))) _Thread_local struct cancel__tls
+    cancel__tls;
 
 /* Callback states (low byte of cancel_callback.state_). */
 #define CB_NONE 0u        /* never registered, or registration refused */

@@ -27,7 +27,8 @@
 #include <sched.h>
 #include <string.h>
 
-_Thread_local struct cancel__tls cancel__tls;
+__attribute__((tls_model("initial-exec"))) _Thread_local struct cancel__tls
+    cancel__tls;
 
 bool
 cancel__frame_is_mine(const void *runner)
@@ -375,6 +376,22 @@ teardown(struct cancel_source *src, struct cancel__frame *frame,
 	if (queued)
 		dequeue(src);
 	cancel__unlink_parents(src);
+	/*
+	 * A parent canceling on another thread may have reached our link
+	 * while we unlinked: the unregister waited for the link to return,
+	 * but a deep propagation only queued our finish on that thread. Wait
+	 * for it (it runs no callback: we have none) before the memory goes.
+	 */
+	if (frame == NULL) {
+		uint64_t s = ld_acquire(&src->state_);
+		if ((s & CANCEL__S_CANCELED) && !(s & CANCEL__S_DONE)) {
+			void *r = ld_relaxed(&src->runner_);
+			if (r == (void *)&cancel__tls.queued)
+				dequeue(src);
+			else if (!cancel__frame_is_mine(r))
+				wait_state(src, pred_done);
+		}
+	}
 	/* Disarm before closing the fd: a firing timer may still write it. */
 	cancel__timer_disarm(src);
 	cancel__source_fd_close(src);

@@ -321,6 +321,51 @@ child_destroyed_while_parent_cancels_on_another_thread(void **state)
 	}
 }
 
+/* Deeper than CANCEL_LINK_INLINE_DEPTH the leaf's finish is queued on the
+ * canceling thread: a destroy racing it must still wait for it. */
+struct deep_race {
+	struct cancel_source chain[CANCEL_LINK_INLINE_DEPTH + 4];
+	struct cancel_source *leaf;
+	pthread_barrier_t go;
+};
+
+static void *
+destroy_leaf_thread(void *arg)
+{
+	struct deep_race *d = arg;
+	pthread_barrier_wait(&d->go);
+	assert_int_equal(cancel_source_destroy(d->leaf), 0);
+	free(d->leaf); /* ASan flags a later touch by the canceller */
+	return NULL;
+}
+
+static void
+queued_deep_child_destroyed_while_root_cancels(void **state)
+{
+	(void)state;
+	enum { N = CANCEL_LINK_INLINE_DEPTH + 4 };
+	long rounds = tu_rounds(2000, 20000);
+	for (long i = 0; i < rounds; i++) {
+		struct deep_race d;
+		memset(&d, 0, sizeof(d));
+		for (int j = 1; j < N; j++) {
+			cancel_token t = cancel_source_token(&d.chain[j - 1]);
+			cancel_source_init_linked(&d.chain[j], &t, 1);
+		}
+		d.leaf = calloc(1, sizeof(*d.leaf));
+		cancel_token lt = cancel_source_token(&d.chain[N - 1]);
+		cancel_source_init_linked(d.leaf, &lt, 1);
+		pthread_barrier_init(&d.go, NULL, 2);
+		pthread_t t = tu_spawn(destroy_leaf_thread, &d);
+		pthread_barrier_wait(&d.go);
+		cancel_source_cancel(&d.chain[0]);
+		tu_join(t);
+		for (int j = N - 1; j >= 0; j--)
+			assert_int_equal(cancel_source_destroy(&d.chain[j]), 0);
+		pthread_barrier_destroy(&d.go);
+	}
+}
+
 static void
 million_children_churn_leaves_parent_at_baseline(void **state)
 {
@@ -355,6 +400,7 @@ main(void)
 	    cmocka_unit_test(child_destroyed_from_its_callback_during_parent_cancel),
 	    cmocka_unit_test(parent_callback_destroys_a_child),
 	    cmocka_unit_test(child_destroyed_while_parent_cancels_on_another_thread),
+	    cmocka_unit_test(queued_deep_child_destroyed_while_root_cancels),
 	    cmocka_unit_test(million_children_churn_leaves_parent_at_baseline),
 	};
 	return cmocka_run_group_tests_name("link", tests, NULL, NULL);
