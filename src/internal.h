@@ -195,10 +195,6 @@ CANCEL_HIDDEN void cancel__work_wait(struct cancel__work *w);
  * caller that won cancel__begin() queues it).
  */
 CANCEL_HIDDEN void cancel__signal_post(struct cancel_source *src);
-/*
- * True while @src's deferred signal finish is queued or running (used by
- * destroy, which then ensures the thread and waits for DONE).
- */
 
 /* ------------------------------------------------------------------ */
 /* alloc.c: the one allocation hook and the live-object count         */

@@ -1,0 +1,691 @@
+/*
+ * The library thread: one per process, started on first use from normal
+ * context, with every signal blocked and detached (it never keeps the
+ * process alive; exit() simply ends it wherever it sleeps). It sleeps in
+ * ppoll() on a wake-up descriptor, with a relative timeout recomputed from
+ * CLOCK_MONOTONIC on every loop, and serves three clients:
+ *
+ *   1. The timer. Armed sources sit in an intrusive pairing heap threaded
+ *      through their own fields (deadline_, tchild_, tnext_, tprev_), so
+ *      arming never allocates. Due sources are canceled with reason
+ *      ETIMEDOUT one at a time, earliest deadline first.
+ *   2. Deferred work items (struct cancel__work) for condition waits: each
+ *      fn runs with no library lock held, so it may block on a user mutex.
+ *   3. Finishes of signal-handler cancels, pushed lock-free by the handler
+ *      and run in the order they were posted.
+ *
+ * Guarantees:
+ *   - The callbacks of a timed-out source run on the library thread, with
+ *     all signals blocked. cancel__lt_is_self() is true there.
+ *   - Work runs one item at a time. A slow callback (or work item) delays
+ *     the other deadlines by at most its own run time: nothing else is
+ *     waited for.
+ *   - A fire is never early (a deadline is due when CLOCK_MONOTONIC has
+ *     reached it). It is late by the wake-up latency of ppoll() (the
+ *     thread asks for a 1 ns timer slack where the system allows it; see
+ *     bench/bench_timer.c for numbers) plus the run time of any callback or
+ *     work item ahead of it.
+ *   - After a firing's cancel has returned, the thread never touches that
+ *     source again, so a callback may destroy and free it.
+ *   - Arming wakes the thread only when the new deadline is earlier than
+ *     the one it sleeps toward, so re-arming (a watchdog pushed forward)
+ *     and disarming cost a lock and a few pointer moves, no system call.
+ *     A disarmed or pushed-back earliest deadline costs one spurious
+ *     wake-up at the old time.
+ *   - The thread never exits and runs with pthread cancellation
+ *     disabled; the library's own condvar waits (disarm, work wait)
+ *     disable pthread_cancel while they hold its mutex.
+ *
+ * Locking: one mutex (lt_mu) guards the heap, the work queue, `firing`
+ * and the thread's start; one condvar (lt_cv, never timed, so its clock
+ * does not matter) announces the end of a firing or of a work item. The
+ * signal list is lock-free (handlers cannot lock).
+ *
+ * fork(): the prepare handler takes lt_mu and the parent handler releases
+ * it, so no other thread holds it at the fork; the child handler resets
+ * everything, then releases it: no thread, fresh condvar, empty heap,
+ * queue and signal list, wake descriptor closed. A new generation number
+ * makes sources armed before the fork read as not armed, so their
+ * deadlines never fire in the child and disarming them is safe. The thread
+ * restarts on demand.
+ */
+#include "internal.h"
+#include "atomic.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+/*
+ * tflags_ of a source: bit 0 IN_HEAP (armed now), bit 1 SEEN (armed at
+ * least once in this generation; disarm takes the lock only then), bits
+ * 2-31 the fork generation the bits belong to. All-zero: never armed.
+ */
+#define T_IN_HEAP 0x1u
+#define T_SEEN 0x2u
+#define T_GEN_SHIFT 2
+
+/* Work item states (cancel__work.state, under lt_mu). */
+#define W_IDLE 0u    /* never posted, revoked, or finished */
+#define W_QUEUED 1u
+#define W_RUNNING 2u
+
+/* The longest single sleep; the loop just recomputes after it. */
+#define MAX_SLEEP_NS (3600ull * 1000000000ull)
+
+static pthread_mutex_t lt_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t lt_cv = PTHREAD_COND_INITIALIZER;
+
+/* 1 once the thread runs (in this process). Read without lt_mu. */
+static int lt_running;
+/* The wake descriptor's write end plus one (0: none yet). Read by kicks. */
+static int lt_kickfd;
+static int lt_rfd = -1;
+static int lt_wfd = -1;
+/* The fork generation (child handler bumps it). */
+static uint32_t lt_gen;
+static _Thread_local bool lt_self;
+
+/* Under lt_mu. */
+static struct cancel_source *heap_root;
+/* The deadline the thread last planned to sleep until (CANCEL_NEVER: no
+ * timeout). An arm kicks only when it is earlier: an arm made before the
+ * plan is seen by it, one made after compares against it. */
+static uint64_t sleep_until = CANCEL_NEVER;
+static struct cancel_source *firing;
+static struct cancel__work *work_head;
+static struct cancel__work *work_tail;
+static struct cancel__work *work_running;
+
+/* Signal-deferred finishes: pushed by handlers, taken whole by the thread. */
+static struct cancel_source *sig_head;
+
+/* ------------------------------------------------------------------ */
+/* Pairing heap on deadline_ (all under lt_mu)                        */
+/* ------------------------------------------------------------------ */
+/*
+ * tchild_ is the first child, tnext_ the next sibling, tprev_ the previous
+ * sibling or, for a first child, the parent. deadline_ is written with
+ * relaxed atomic stores because cancel__timer_deadline() reads it without
+ * the lock (a racing query may see either value).
+ */
+
+static uint64_t
+key(struct cancel_source *s)
+{
+	return ld_relaxed(&s->deadline_);
+}
+
+/* Meld two roots (tnext_/tprev_ clear); returns the new root. */
+static struct cancel_source *
+meld(struct cancel_source *a, struct cancel_source *b)
+{
+	if (key(b) < key(a)) {
+		struct cancel_source *t = a;
+		a = b;
+		b = t;
+	}
+	b->tnext_ = a->tchild_;
+	if (a->tchild_ != NULL)
+		a->tchild_->tprev_ = b;
+	b->tprev_ = a;
+	a->tchild_ = b;
+	return a;
+}
+
+/* Two-pass pairing of a sibling list, iteratively (no recursion). */
+static struct cancel_source *
+merge_pairs(struct cancel_source *first)
+{
+	struct cancel_source *stack = NULL;
+
+	/* Pass 1, left to right: meld pairs, push each result. */
+	while (first != NULL) {
+		struct cancel_source *a = first;
+		struct cancel_source *b = a->tnext_;
+		struct cancel_source *rest = b != NULL ? b->tnext_ : NULL;
+
+		a->tnext_ = a->tprev_ = NULL;
+		if (b != NULL) {
+			b->tnext_ = b->tprev_ = NULL;
+			a = meld(a, b);
+		}
+		a->tnext_ = stack;
+		stack = a;
+		first = rest;
+	}
+	/* Pass 2, right to left: meld each into the accumulated root. */
+	struct cancel_source *root = NULL;
+	while (stack != NULL) {
+		struct cancel_source *a = stack;
+		stack = a->tnext_;
+		a->tnext_ = NULL;
+		root = root == NULL ? a : meld(root, a);
+	}
+	return root;
+}
+
+static void
+heap_insert(struct cancel_source *s)
+{
+	s->tchild_ = s->tnext_ = s->tprev_ = NULL;
+	heap_root = heap_root == NULL ? s : meld(heap_root, s);
+}
+
+static void
+heap_remove(struct cancel_source *s)
+{
+	if (s == heap_root) {
+		heap_root = merge_pairs(s->tchild_);
+	} else {
+		struct cancel_source *p = s->tprev_;
+		if (p->tchild_ == s)
+			p->tchild_ = s->tnext_;
+		else
+			p->tnext_ = s->tnext_;
+		if (s->tnext_ != NULL)
+			s->tnext_->tprev_ = p;
+		struct cancel_source *sub = merge_pairs(s->tchild_);
+		if (sub != NULL)
+			heap_root = meld(heap_root, sub);
+	}
+	s->tchild_ = s->tnext_ = s->tprev_ = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* tflags_ and generations                                            */
+/* ------------------------------------------------------------------ */
+
+static uint32_t
+gen_bits(void)
+{
+	return ld_relaxed(&lt_gen) << T_GEN_SHIFT;
+}
+
+/* @t's flag bits if they belong to this generation, else 0. */
+static uint32_t
+live_flags(uint32_t t)
+{
+	if ((t & ~(T_IN_HEAP | T_SEEN)) != gen_bits())
+		return 0;
+	return t & (T_IN_HEAP | T_SEEN);
+}
+
+/* ------------------------------------------------------------------ */
+/* Starting and waking the thread                                     */
+/* ------------------------------------------------------------------ */
+
+bool
+cancel__lt_is_self(void)
+{
+	return lt_self;
+}
+
+void
+cancel__lt_kick(void)
+{
+	int saved = errno;
+	/* Acquire pairs with the release store in cancel__lt_ensure(): the
+	 * descriptor is open and the thread polls it. */
+	int k = ld_acquire(&lt_kickfd);
+
+	if (k != 0)
+		cancel__wakefd_signal(k - 1);
+	errno = saved;
+}
+
+static void run_signals(void);
+static void run_work(void);
+static void run_timers(void);
+
+static void *
+lt_main(void *arg)
+{
+	struct pollfd pfd = {.fd = (int)(intptr_t)arg, .events = POLLIN};
+
+	lt_self = true;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+#ifdef __linux__
+	pthread_setname_np(pthread_self(), "cancel-lib");
+#endif
+#if defined(__linux__) && defined(PR_SET_TIMERSLACK)
+	/* Wake at the deadline, not up to 50 us after it. */
+	prctl(PR_SET_TIMERSLACK, 1ul, 0ul, 0ul, 0ul);
+#endif
+	for (;;) {
+		/* Drain first: a kick after this point leaves the fd
+		 * readable, so the ppoll() below returns at once. */
+		cancel__wakefd_drain(pfd.fd);
+		run_signals();
+		run_work();
+		run_timers();
+
+		pthread_mutex_lock(&lt_mu);
+		uint64_t d = heap_root != NULL ? key(heap_root) : CANCEL_NEVER;
+		sleep_until = d;
+		pthread_mutex_unlock(&lt_mu);
+
+		struct timespec ts, *tmo = NULL;
+		if (d != CANCEL_NEVER) {
+			uint64_t now = cancel__now_ns();
+			uint64_t rel = d > now ? d - now : 0;
+			if (rel > MAX_SLEEP_NS)
+				rel = MAX_SLEEP_NS;
+			ts = cancel__ns_to_ts(rel);
+			tmo = &ts;
+		}
+		/* EINTR, a timeout or a kick: all just loop. */
+		ppoll(&pfd, 1, tmo, NULL);
+	}
+	return NULL;
+}
+
+int
+cancel__lt_ensure(void)
+{
+	/* Acquire pairs with the release store below. */
+	if (ld_acquire(&lt_running))
+		return 0;
+
+	int rc = 0;
+	int saved = errno;
+	pthread_mutex_lock(&lt_mu);
+	if (ld_relaxed(&lt_running))
+		goto out;
+
+	int rfd, wfd;
+	if (cancel__wakefd_open(&rfd, &wfd) != 0) {
+		rc = EAGAIN;
+		goto out;
+	}
+
+	pthread_attr_t attr;
+	sigset_t all, old;
+	pthread_t tid;
+	if (pthread_attr_init(&attr) != 0) {
+		cancel__wakefd_close(rfd, wfd);
+		rc = EAGAIN;
+		goto out;
+	}
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	/* The new thread inherits this mask: every signal blocked. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int err = pthread_create(&tid, &attr, lt_main,
+	                         (void *)(intptr_t)rfd);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	if (err != 0) {
+		cancel__wakefd_close(rfd, wfd);
+		rc = EAGAIN;
+		goto out;
+	}
+	lt_rfd = rfd;
+	lt_wfd = wfd;
+	/* Release pairs with the acquire load in cancel__lt_kick(). */
+	st_release(&lt_kickfd, wfd + 1);
+	/* Release pairs with the acquire fast path above. */
+	st_release(&lt_running, 1);
+out:
+	pthread_mutex_unlock(&lt_mu);
+	if (rc == 0) {
+		/* A handler may have posted while kicks still went nowhere. */
+		cancel__lt_kick();
+	}
+	errno = saved;
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Client 1: the timer                                                */
+/* ------------------------------------------------------------------ */
+
+/* Fire every due source, earliest first, one at a time. */
+static void
+run_timers(void)
+{
+	pthread_mutex_lock(&lt_mu);
+	for (;;) {
+		struct cancel_source *s = heap_root;
+		if (s == NULL || key(s) > cancel__now_ns())
+			break;
+		heap_remove(s);
+		st_relaxed(&s->deadline_, CANCEL_NEVER);
+		/* Release pairs with cancel__timer_disarm()'s acquire. */
+		st_release(&s->tflags_, gen_bits() | T_SEEN);
+		firing = s;
+		pthread_mutex_unlock(&lt_mu);
+
+		cancel_source_cancel_with(s, ETIMEDOUT);
+		/* s may be freed now (a callback destroyed it): only its
+		 * address is compared below, never followed. */
+
+		pthread_mutex_lock(&lt_mu);
+		firing = NULL;
+		pthread_cond_broadcast(&lt_cv);
+	}
+	pthread_mutex_unlock(&lt_mu);
+}
+
+int
+cancel__timer_arm(struct cancel_source *src, uint64_t deadline_ns)
+{
+	int rc = cancel__lt_ensure();
+	if (rc != 0)
+		return rc;
+
+	pthread_mutex_lock(&lt_mu);
+	if (live_flags(ld_relaxed(&src->tflags_)) & T_IN_HEAP)
+		heap_remove(src);
+	st_relaxed(&src->deadline_, deadline_ns);
+	heap_insert(src);
+	/* Release pairs with the acquire loads in cancel__timer_disarm()
+	 * and cancel__timer_deadline(). */
+	st_release(&src->tflags_, gen_bits() | T_SEEN | T_IN_HEAP);
+	/* Wake the thread only if it sleeps past the new deadline. */
+	bool kick = deadline_ns < sleep_until;
+	if (kick)
+		sleep_until = deadline_ns;
+	pthread_mutex_unlock(&lt_mu);
+	if (kick)
+		cancel__lt_kick();
+	return 0;
+}
+
+/* Take @src out of the heap; under lt_mu. */
+static void
+disarm_locked(struct cancel_source *src)
+{
+	uint32_t f = live_flags(ld_relaxed(&src->tflags_));
+
+	if (f & T_IN_HEAP) {
+		heap_remove(src);
+		st_relaxed(&src->deadline_, CANCEL_NEVER);
+	}
+	st_relaxed(&src->tflags_, f ? (gen_bits() | T_SEEN) : 0u);
+}
+
+/* Disarm without waiting for a firing in progress (public calls). */
+static void
+disarm_nowait(struct cancel_source *src)
+{
+	/* Acquire pairs with the release stores of arm and run_timers. */
+	if (!(ld_acquire(&src->tflags_) & T_SEEN))
+		return;
+	pthread_mutex_lock(&lt_mu);
+	disarm_locked(src);
+	pthread_mutex_unlock(&lt_mu);
+}
+
+void
+cancel__timer_disarm(struct cancel_source *src)
+{
+	/* Acquire pairs with the release stores of arm and run_timers; a
+	 * source that never armed (SEEN clear) takes no lock at all. */
+	if (!(ld_acquire(&src->tflags_) & T_SEEN))
+		return;
+	int cs;
+	/* pthread_cond_wait is a cancellation point: never unwind with
+	 * lt_mu held. */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
+	pthread_mutex_lock(&lt_mu);
+	disarm_locked(src);
+	/* On the library thread, firing == src means a callback of this
+	 * very firing destroys src: never wait for ourselves. */
+	while (firing == src && !lt_self)
+		pthread_cond_wait(&lt_cv, &lt_mu);
+	pthread_mutex_unlock(&lt_mu);
+	pthread_setcancelstate(cs, NULL);
+}
+
+uint64_t
+cancel__timer_deadline(struct cancel_source *src)
+{
+	/* Acquire pairs with the release store in cancel__timer_arm(). */
+	if (!(live_flags(ld_acquire(&src->tflags_)) & T_IN_HEAP))
+		return CANCEL_NEVER;
+	return ld_relaxed(&src->deadline_);
+}
+
+/* Arm, or disarm when @deadline_ns is CANCEL_NEVER; public calls' core. */
+static int
+arm_public(struct cancel_source *src, uint64_t deadline_ns)
+{
+	if (cancel_token_is_canceled(cancel_source_token(src)))
+		return 0;
+	if (deadline_ns == CANCEL_NEVER) {
+		disarm_nowait(src);
+		return 0;
+	}
+	return cancel__timer_arm(src, deadline_ns);
+}
+
+int
+cancel_source_cancel_after(struct cancel_source *src, uint64_t ns)
+{
+	if (src == NULL)
+		return EINVAL;
+	CANCEL_ERRNO_SAVE();
+	uint64_t d = ns == CANCEL_NEVER ? CANCEL_NEVER
+	                                : cancel__add_sat(cancel__now_ns(), ns);
+	int rc = arm_public(src, d);
+	CANCEL_ERRNO_RESTORE();
+	return rc;
+}
+
+int
+cancel_source_cancel_at(struct cancel_source *src,
+                        const struct timespec *deadline)
+{
+	uint64_t d;
+
+	if (src == NULL)
+		return EINVAL;
+	CANCEL_ERRNO_SAVE();
+	int rc = cancel__deadline_ns(deadline, &d);
+	if (rc == 0)
+		rc = arm_public(src, d);
+	CANCEL_ERRNO_RESTORE();
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Client 2: deferred work                                            */
+/* ------------------------------------------------------------------ */
+
+static void
+run_work(void)
+{
+	pthread_mutex_lock(&lt_mu);
+	while (work_head != NULL) {
+		struct cancel__work *w = work_head;
+		work_head = w->next;
+		if (work_head != NULL)
+			work_head->prev = NULL;
+		else
+			work_tail = NULL;
+		w->next = w->prev = NULL;
+		w->state = W_RUNNING;
+		work_running = w;
+		pthread_mutex_unlock(&lt_mu);
+
+		w->fn(w);
+
+		pthread_mutex_lock(&lt_mu);
+		/* The poster may free w once it sees W_IDLE under lt_mu
+		 * (revoke or cancel__work_wait): last touch. */
+		w->state = W_IDLE;
+		work_running = NULL;
+		pthread_cond_broadcast(&lt_cv);
+	}
+	pthread_mutex_unlock(&lt_mu);
+}
+
+int
+cancel__work_post(struct cancel__work *w)
+{
+	int rc = cancel__lt_ensure();
+	if (rc != 0)
+		return rc;
+
+	pthread_mutex_lock(&lt_mu);
+	w->next = NULL;
+	w->prev = work_tail;
+	if (work_tail != NULL)
+		work_tail->next = w;
+	else
+		work_head = w;
+	work_tail = w;
+	w->state = W_QUEUED;
+	pthread_mutex_unlock(&lt_mu);
+	cancel__lt_kick();
+	return 0;
+}
+
+bool
+cancel__work_revoke(struct cancel__work *w)
+{
+	bool done = true;
+
+	pthread_mutex_lock(&lt_mu);
+	if (w->state == W_QUEUED) {
+		if (w->prev != NULL)
+			w->prev->next = w->next;
+		else
+			work_head = w->next;
+		if (w->next != NULL)
+			w->next->prev = w->prev;
+		else
+			work_tail = w->prev;
+		w->next = w->prev = NULL;
+		w->state = W_IDLE;
+	} else if (w->state == W_RUNNING) {
+		done = false;
+	}
+	pthread_mutex_unlock(&lt_mu);
+	return done;
+}
+
+void
+cancel__work_wait(struct cancel__work *w)
+{
+	int cs;
+	/* Not a cancellation point (see cancel__timer_disarm). */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
+	pthread_mutex_lock(&lt_mu);
+	/* On the library thread a running item is our own caller. */
+	while (w->state == W_RUNNING && !lt_self)
+		pthread_cond_wait(&lt_cv, &lt_mu);
+	pthread_mutex_unlock(&lt_mu);
+	pthread_setcancelstate(cs, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Client 3: finishes deferred by signal handlers                     */
+/* ------------------------------------------------------------------ */
+
+void
+cancel__signal_post(struct cancel_source *src)
+{
+	struct cancel_source *old = ld_relaxed(&sig_head);
+
+	/*
+	 * Push only: nodes are never popped one by one (the thread takes the
+	 * whole list with an exchange), so a CAS cannot succeed on a stale
+	 * head (no ABA). Release pairs with run_signals()'s acquire
+	 * exchange, publishing next_deferred_.
+	 */
+	do
+		src->next_deferred_ = old;
+	while (!cas_release(&sig_head, &old, src));
+	cancel__lt_kick();
+}
+
+static void
+run_signals(void)
+{
+	/* Acquire pairs with cancel__signal_post()'s release CAS. */
+	struct cancel_source *s = xchg_acquire(&sig_head, NULL);
+	struct cancel_source *fifo = NULL;
+
+	/* The stack holds the newest first: reverse it. */
+	while (s != NULL) {
+		struct cancel_source *next = s->next_deferred_;
+		s->next_deferred_ = fifo;
+		fifo = s;
+		s = next;
+	}
+	while (fifo != NULL) {
+		/* Read the link first: the finish may let s be freed. */
+		struct cancel_source *next = fifo->next_deferred_;
+		fifo->next_deferred_ = NULL;
+		cancel__signal_finish(fifo);
+		fifo = next;
+	}
+}
+
+int
+cancel_signal_prepare(void)
+{
+	CANCEL_ERRNO_SAVE();
+	int rc = cancel__lt_ensure();
+	if (rc == 0)
+		cancel__lt_kick();
+	CANCEL_ERRNO_RESTORE();
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* fork()                                                             */
+/* ------------------------------------------------------------------ */
+
+static void
+atfork_prepare(void)
+{
+	pthread_mutex_lock(&lt_mu);
+}
+
+static void
+atfork_parent(void)
+{
+	pthread_mutex_unlock(&lt_mu);
+}
+
+static void
+atfork_child(void)
+{
+	/* Only this thread exists now; the library thread did not follow. */
+	st_relaxed(&lt_kickfd, 0);
+	st_relaxed(&lt_running, 0);
+	if (lt_rfd >= 0)
+		cancel__wakefd_close(lt_rfd, lt_wfd);
+	lt_rfd = lt_wfd = -1;
+	/* Sources armed before the fork now read as never armed. */
+	st_relaxed(&lt_gen, (ld_relaxed(&lt_gen) + 1) &
+	                        (UINT32_MAX >> T_GEN_SHIFT));
+	lt_self = false;
+	heap_root = NULL;
+	sleep_until = CANCEL_NEVER;
+	firing = NULL;
+	work_head = work_tail = work_running = NULL;
+	st_relaxed(&sig_head, NULL);
+	/* Waiters of the parent's condvar do not exist here: start afresh.
+	 * The mutex is held by this very thread (atfork_prepare), so it is
+	 * released rather than re-initialized: the same effect, and what
+	 * ThreadSanitizer can follow. */
+	pthread_cond_init(&lt_cv, NULL);
+	pthread_mutex_unlock(&lt_mu);
+}
+
+__attribute__((constructor)) static void
+lt_register_atfork(void)
+{
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
