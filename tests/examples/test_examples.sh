@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# End-to-end tests of the example programs: real processes, real sockets,
+# real signals. Run by ctest (label "examples"), one case per test:
+#
+#   test_examples.sh CASE BINDIR WORKDIR
+#
+# CASE: server_disconnect server_shutdown server_deadline report_timeout
+#       report_sigint report_done. BINDIR holds server, client and report.
+# Time bounds are generous on the failing side (the machine is shared).
+set -euo pipefail
+# ThreadSanitizer sleeps 1 s at exit while threads (libcancel's own) run;
+# the exit-time bounds below are about the programs, not that pause.
+export TSAN_OPTIONS="${TSAN_OPTIONS:-} atexit_sleep_ms=0"
+
+case_=$1 bin=$2 work=$3
+rm -rf "$work"
+mkdir -p "$work"
+cd "$work"
+
+fail() {
+	echo "FAIL ($case_): $*" >&2
+	for f in server.err server.out report.out; do
+		[[ -f $f ]] && { echo "--- $f"; cat "$f"; } >&2
+	done
+	exit 1
+}
+now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
+
+# wait_for FILE REGEX SECONDS: until a line of FILE matches.
+wait_for() {
+	local end=$(($(now_ms) + $3 * 1000))
+	until grep -qE "$2" "$1" 2>/dev/null; do
+		(($(now_ms) < end)) || fail "no line /$2/ in $1 after $3 s"
+		sleep 0.02
+	done
+}
+
+server_pid=
+start_server() {
+	"$bin/server" >server.out 2>server.err &
+	server_pid=$!
+	wait_for server.out '^listening on 127\.0\.0\.1:[0-9]+$' 10
+	port=$(sed -n 's/^listening on 127\.0\.0\.1://p' server.out)
+	url=http://127.0.0.1:$port
+}
+tasks() { ls "/proc/$server_pid/task" | wc -l; }
+cleanup() {
+	[[ -n $server_pid ]] && kill -KILL "$server_pid" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# stop_server: SIGTERM, expect exit 0 within 5 s and a summary line.
+stop_server() {
+	local t0 rc=0
+	t0=$(now_ms)
+	kill -TERM "$server_pid"
+	wait "$server_pid" || rc=$?
+	server_pid=
+	((rc == 0)) || fail "server exited $rc after SIGTERM"
+	t0=$(($(now_ms) - t0))
+	((t0 < 5000)) || fail "server took $t0 ms to stop"
+	grep -qE '^shutdown: [0-9]+ requests' server.err ||
+		fail "no shutdown line"
+}
+
+# field_ms LINE WORD: the number before " ms after WORD" in LINE.
+ms_before() { sed -nE "s/.* ([0-9]+(\.[0-9]+)?) ms after $2.*/\1/p" <<<"$1"; }
+below() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "" && a < b) }'; }
+
+case $case_ in
+server_disconnect)
+	start_server
+	sleep 0.2
+	idle=$(tasks)
+	"$bin/client" "$url/reports/sales?seconds=2" >patient.out 2>&1 &
+	patient=$!
+	rc=0
+	"$bin/client" --max-time 1 "$url/reports/sales?seconds=5" \
+		>impatient.out 2>&1 || rc=$?
+	left=$(now_ms)
+	((rc == 28)) || fail "impatient client exited $rc, want 28 (gave up)"
+	wait_for server.err 'seconds=5: canceled' 2
+	(($(now_ms) - left < 2000)) || fail "cancel logged too late"
+	line=$(grep 'seconds=5: canceled' server.err)
+	[[ $line == *"canceled (client disconnected)"* ]] ||
+		fail "reason: $line"
+	[[ $line == *"released: db connection, inventory socket"* ]] ||
+		fail "not everything released: $line"
+	x=$(ms_before "$line" 'the client left')
+	below "$x" 100 ||
+		fail "stopped $x ms after the client left (want < 100)"
+	rc=0
+	wait "$patient" || rc=$?
+	((rc == 0)) || fail "patient client exited $rc"
+	grep -q '^sales report: [0-9]* orders in 2 s, 42 items in stock$' \
+		patient.out || fail "patient client got: $(cat patient.out)"
+	grep -qE 'seconds=2: completed in [0-9]+ ms' server.err ||
+		fail "patient request not logged as completed"
+	end=$(($(now_ms) + 3000))
+	until (($(tasks) == idle)); do
+		(($(now_ms) < end)) || fail "threads: $(tasks), idle was $idle"
+		sleep 0.05
+	done
+	stop_server
+	grep -q '^shutdown: 2 requests: 1 completed, 1 canceled$' server.err ||
+		fail "wrong summary"
+	echo "ok: impatient request stopped $x ms after the client left;" \
+		"patient one completed; threads back to $idle"
+	;;
+server_shutdown)
+	start_server
+	"$bin/client" "$url/reports/sales?seconds=5" >client.out 2>&1 &
+	client=$!
+	wait_for server.err 'seconds=5: started' 5
+	sleep 0.2
+	t0=$(now_ms)
+	stop_server
+	took=$(($(now_ms) - t0))
+	grep -q 'seconds=5: canceled (server shutting down)' server.err ||
+		fail "in-flight request not canceled"
+	grep -q '^shutdown: 1 requests: 0 completed, 1 canceled$' server.err ||
+		fail "wrong summary"
+	rc=0
+	wait "$client" || rc=$?
+	grep -q 'shutting down' client.out ||
+		fail "client got: $(cat client.out)"
+	echo "ok: SIGTERM stopped the server in $took ms, exit 0"
+	;;
+server_deadline)
+	start_server
+	t0=$(now_ms)
+	"$bin/client" "$url/reports/sales?seconds=3&deadline_ms=300" \
+		>client.out 2>&1 || fail "client exited $?"
+	took=$(($(now_ms) - t0))
+	grep -q 'deadline passed' client.out ||
+		fail "client got: $(cat client.out)"
+	((took >= 250 && took < 2000)) || fail "answer after $took ms"
+	line=$(grep 'canceled (deadline of 300 ms)' server.err) ||
+		fail "no deadline line"
+	x=$(ms_before "$line" 'the deadline')
+	below "$x" 100 || fail "stopped $x ms after the deadline"
+	stop_server
+	echo "ok: 504 after $took ms, work stopped $x ms after the deadline"
+	;;
+report_timeout)
+	t0=$(now_ms)
+	rc=0
+	"$bin/report" --timeout 1 --out sales.txt >report.out 2>&1 || rc=$?
+	took=$(($(now_ms) - t0))
+	((rc == 124)) || fail "exit $rc, want 124"
+	((took >= 900 && took < 1500)) || fail "took $took ms, want ~1000"
+	tail -n 1 report.out |
+		grep -q '^canceled: timed out (ETIMEDOUT) after' ||
+		fail "last line: $(tail -n 1 report.out)"
+	[[ -z $(ls -A) || $(ls -A) == report.out ]] ||
+		fail "files left behind: $(ls -A)"
+	echo "ok: exit 124 after $took ms, no partial file"
+	;;
+report_sigint)
+	"$bin/report" --out sales.txt >report.out 2>&1 &
+	pid=$!
+	wait_for report.out '^progress: ' 5
+	sleep 0.2
+	t0=$(now_ms)
+	kill -INT "$pid"
+	rc=0
+	wait "$pid" || rc=$?
+	took=$(($(now_ms) - t0))
+	((rc == 130)) || fail "exit $rc, want 130"
+	((took < 1000)) || fail "stopped $took ms after SIGINT"
+	tail -n 1 report.out | grep -q '^canceled: interrupted (EINTR) after' ||
+		fail "last line: $(tail -n 1 report.out)"
+	[[ $(ls -A) == report.out ]] || fail "files left behind: $(ls -A)"
+	echo "ok: exit 130, $took ms after SIGINT, no partial file"
+	;;
+report_done)
+	"$bin/report" --items 200 --item-us 100 --fetch-ms 10 --out sales.txt \
+		>report.out 2>&1 || fail "exit $?"
+	tail -n 1 report.out |
+		grep -q '^finished: 200 items in .* -> sales.txt$' ||
+		fail "last line: $(tail -n 1 report.out)"
+	lines=$(wc -l <sales.txt)
+	((lines == 201)) || fail "sales.txt has $lines lines, want 201"
+	[[ $(ls -A | sort | tr '\n' ' ') == "report.out sales.txt " ]] ||
+		fail "stray files: $(ls -A)"
+	echo "ok: report written, no temporary file left"
+	;;
+*)
+	fail "unknown case"
+	;;
+esac
