@@ -35,6 +35,19 @@
  *     work has not yet run starts the library thread to run it and waits;
  *     if the thread cannot be started it returns EAGAIN (SPEC deviation:
  *     one more result code, because waiting could otherwise never end).
+ *   - The library thread (SPEC deviation): it is two threads, started
+ *     together. The timer thread fires deadlines and runs signal-handler
+ *     finishes; a companion work thread does the deferred broadcasts of
+ *     cancel_cond_wait(), which must lock the waiter's mutex. With a
+ *     single thread, anyone holding that mutex (even while waiting for a
+ *     deadline of its own) would stall every deadline in the process or
+ *     deadlock; a Promela model (tests/model/condwait_flaw_lt_blocks.pml)
+ *     shows it.
+ *   - unregister() and wait cycles (SPEC deviation): when two callbacks
+ *     unregister each other while their sources cancel on two threads,
+ *     waiting would deadlock. The second unregister to arrive returns
+ *     false at once, as from inside its own callback; the other callback
+ *     may still be running until this thread's callback returns.
  *   - Portable ("pthread") wait backend only: cancel_source_cancel_from_signal()
  *     cannot wake threads blocked in cancel_wait()/cancel_sleep() from
  *     inside the handler (no async-signal-safe condvar exists); the library
@@ -450,7 +463,7 @@ CANCEL_API int cancel_poll(struct pollfd *fds, nfds_t nfds,
  * spuriously; a wake-up it took and then reported as ECANCELED or
  * ETIMEDOUT is passed on with one pthread_cond_signal(). The canceling
  * thread never blocks on @mu: if @mu is held, the wake-up comes from the
- * library thread once @mu is free.
+ * library's work thread once @mu is free.
  * Threads: any. Blocks: yes.
  */
 CANCEL_API int cancel_cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu,

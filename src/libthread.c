@@ -11,6 +11,10 @@
  *      ETIMEDOUT one at a time, earliest deadline first.
  *   2. Deferred work items (struct cancel__work) for condition waits: each
  *      fn runs with no library lock held, so it may block on a user mutex.
+ *      They run on a second, companion thread (the "work thread"), never
+ *      on the timer thread: a user holding that mutex for long (or while
+ *      waiting for a deadline of its own) must not stall every deadline
+ *      and signal finish in the process. Both threads start together.
  *   3. Finishes of signal-handler cancels, pushed lock-free by the handler
  *      and run in the order they were posted.
  *
@@ -82,6 +86,11 @@
 
 static pthread_mutex_t lt_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t lt_cv = PTHREAD_COND_INITIALIZER;
+/* Signalled when work is queued; the work thread waits on it (untimed). */
+static pthread_cond_t work_cv = PTHREAD_COND_INITIALIZER;
+/* Under lt_mu: the work thread runs (in this process). */
+static bool wt_running;
+static _Thread_local bool wt_self;
 
 /* 1 once the thread runs (in this process). Read without lt_mu. */
 static int lt_running;
@@ -242,8 +251,27 @@ cancel__lt_kick(void)
 }
 
 static void run_signals(void);
-static void run_work(void);
 static void run_timers(void);
+static void *wt_main(void *arg);
+
+/* Under lt_mu: start a detached thread with every signal blocked. */
+static int
+start_thread(void *(*fn)(void *), void *arg)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	pthread_t tid;
+	if (pthread_attr_init(&attr) != 0)
+		return EAGAIN;
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	/* The new thread inherits this mask: every signal blocked. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int err = pthread_create(&tid, &attr, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	return err != 0 ? EAGAIN : 0;
+}
 
 static void *
 lt_main(void *arg)
@@ -264,7 +292,6 @@ lt_main(void *arg)
 		 * readable, so the ppoll() below returns at once. */
 		cancel__wakefd_drain(pfd.fd);
 		run_signals();
-		run_work();
 		run_timers();
 
 		pthread_mutex_lock(&lt_mu);
@@ -299,30 +326,20 @@ cancel__lt_ensure(void)
 	pthread_mutex_lock(&lt_mu);
 	if (ld_relaxed(&lt_running))
 		goto out;
+	if (!wt_running) {
+		if (start_thread(wt_main, NULL) != 0) {
+			rc = EAGAIN;
+			goto out;
+		}
+		wt_running = true;
+	}
 
 	int rfd, wfd;
 	if (cancel__wakefd_open(&rfd, &wfd) != 0) {
 		rc = EAGAIN;
 		goto out;
 	}
-
-	pthread_attr_t attr;
-	sigset_t all, old;
-	pthread_t tid;
-	if (pthread_attr_init(&attr) != 0) {
-		cancel__wakefd_close(rfd, wfd);
-		rc = EAGAIN;
-		goto out;
-	}
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	/* The new thread inherits this mask: every signal blocked. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int err = pthread_create(&tid, &attr, lt_main,
-	                         (void *)(intptr_t)rfd);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&attr);
-	if (err != 0) {
+	if (start_thread(lt_main, (void *)(intptr_t)rfd) != 0) {
 		cancel__wakefd_close(rfd, wfd);
 		rc = EAGAIN;
 		goto out;
@@ -500,11 +517,20 @@ cancel_source_cancel_at(struct cancel_source *src,
 /* Client 2: deferred work                                            */
 /* ------------------------------------------------------------------ */
 
-static void
-run_work(void)
+/* The work thread: runs posted items in order, one at a time. */
+static void *
+wt_main(void *arg)
 {
+	(void)arg;
+	wt_self = true;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+#ifdef __linux__
+	pthread_setname_np(pthread_self(), "cancel-work");
+#endif
 	pthread_mutex_lock(&lt_mu);
-	while (work_head != NULL) {
+	for (;;) {
+		while (work_head == NULL)
+			pthread_cond_wait(&work_cv, &lt_mu);
 		struct cancel__work *w = work_head;
 		work_head = w->next;
 		if (work_head != NULL)
@@ -525,7 +551,7 @@ run_work(void)
 		work_running = NULL;
 		pthread_cond_broadcast(&lt_cv);
 	}
-	pthread_mutex_unlock(&lt_mu);
+	return NULL;
 }
 
 int
@@ -544,8 +570,8 @@ cancel__work_post(struct cancel__work *w)
 		work_head = w;
 	work_tail = w;
 	w->state = W_QUEUED;
+	pthread_cond_signal(&work_cv);
 	pthread_mutex_unlock(&lt_mu);
-	cancel__lt_kick();
 	return 0;
 }
 
@@ -580,8 +606,8 @@ cancel__work_wait(struct cancel__work *w)
 	/* Not a cancellation point (see cancel__timer_disarm). */
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
 	pthread_mutex_lock(&lt_mu);
-	/* On the library thread a running item is our own caller. */
-	while (w->state == W_RUNNING && !lt_self)
+	/* On the work thread a running item is our own caller. */
+	while (w->state == W_RUNNING && !wt_self)
 		pthread_cond_wait(&lt_cv, &lt_mu);
 	pthread_mutex_unlock(&lt_mu);
 	pthread_setcancelstate(cs, NULL);
@@ -671,6 +697,8 @@ atfork_child(void)
 	st_relaxed(&lt_gen, (ld_relaxed(&lt_gen) + 1) &
 	                        (UINT32_MAX >> T_GEN_SHIFT));
 	lt_self = false;
+	wt_self = false;
+	wt_running = false;
 	heap_root = NULL;
 	sleep_until = CANCEL_NEVER;
 	firing = NULL;
@@ -681,6 +709,7 @@ atfork_child(void)
 	 * released rather than re-initialized: the same effect, and what
 	 * ThreadSanitizer can follow. */
 	pthread_cond_init(&lt_cv, NULL);
+	pthread_cond_init(&work_cv, NULL);
 	pthread_mutex_unlock(&lt_mu);
 }
 

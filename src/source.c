@@ -356,8 +356,10 @@ busy_locked(struct cancel_source *src)
 {
 	uint64_t s = ld_relaxed(&src->state_);
 	/* Acquire pairs with the release decrement in a child's destroy. */
+	/* GEN_WAIT: an unregister is parked on a running callback. */
 	return src->head_ != NULL || ld_acquire(&src->children_) != 0 ||
-	       cancel__state_waiters(s) != 0;
+	       cancel__state_waiters(s) != 0 ||
+	       (ld_relaxed(&src->gen_) & GEN_WAIT) != 0;
 }
 
 static int

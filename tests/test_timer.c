@@ -865,6 +865,7 @@ struct job {
 	int *started;
 	int finished;
 	bool on_lt;
+	pthread_t thread;
 };
 
 static int job_log[16];
@@ -876,6 +877,7 @@ job_fn(struct cancel__work *w)
 	struct job *j = (struct job *)(void *)w;
 
 	j->on_lt = cancel__lt_is_self();
+	j->thread = pthread_self();
 	if (j->gate != NULL) {
 		tu_signal(j->started);
 		tu_await(j->gate);
@@ -899,7 +901,7 @@ job_reap(struct job *j)
 }
 
 static void
-work_items_run_on_library_thread_in_post_order(void **state)
+work_items_run_on_the_work_thread_in_post_order(void **state)
 {
 	(void)state;
 	struct job j[3];
@@ -915,9 +917,38 @@ work_items_run_on_library_thread_in_post_order(void **state)
 	assert_true(wait_order_count(3, 5 * SEC) == 3);
 	for (int i = 0; i < 3; i++) {
 		assert_int_equal(job_log[i], i + 1);
-		assert_true(j[i].on_lt);
+		/* Not the timer thread, not ours: the work thread. */
+		assert_false(j[i].on_lt);
+		assert_false(pthread_equal(j[i].thread, pthread_self()));
+		assert_true(pthread_equal(j[i].thread, j[0].thread));
 		job_reap(&j[i]);
 	}
+}
+
+/* A work item stuck on a user's mutex must not hold back deadlines. */
+static void
+deadline_fires_while_a_work_item_blocks(void **state)
+{
+	(void)state;
+	int gate = 0, started = 0;
+	struct job blocker;
+	memset(&blocker, 0, sizeof(blocker));
+	blocker.w.fn = job_fn;
+	blocker.gate = &gate;
+	blocker.started = &started;
+	norder = 0;
+	job_nlog = 0;
+	assert_int_equal(cancel__work_post(&blocker.w), 0);
+	tu_await(&started);
+	struct cancel_source s = CANCEL_SOURCE_INITIALIZER;
+	assert_int_equal(cancel_source_cancel_after(&s, 20 * MS), 0);
+	struct timespec dl = cancel_deadline_in(5 * SEC);
+	assert_int_equal(cancel_wait(&dl, cancel_source_token(&s)), ECANCELED);
+	assert_int_equal(cancel_token_reason(cancel_source_token(&s)),
+	                 ETIMEDOUT);
+	tu_signal(&gate);
+	job_reap(&blocker);
+	assert_int_equal(cancel_source_destroy(&s), 0);
 }
 
 static void
@@ -1048,7 +1079,8 @@ main(void)
 		T(tiny_deadline_then_destroy_never_touches_freed_source),
 		T(forked_child_arms_a_timer_that_fires),
 		T(parent_armed_deadline_does_not_fire_in_child),
-		T(work_items_run_on_library_thread_in_post_order),
+		T(work_items_run_on_the_work_thread_in_post_order),
+		T(deadline_fires_while_a_work_item_blocks),
 		T(work_revoke_removes_queued_item_and_waits_for_running_one),
 		T(signal_cancels_finish_on_library_thread_in_post_order),
 		T(no_descriptor_leaked),
