@@ -145,6 +145,8 @@ struct cancel_callback {
  */
 struct cancel_source {
 	uint64_t state_ __attribute__((aligned(8)));
+	uint32_t lock_;
+	uint32_t spare_;
 	struct cancel_callback *head_;
 	void *runner_;
 	struct cancel_source *next_deferred_;

@@ -60,7 +60,7 @@ cancel__register(struct cancel_callback *cb, cancel_fn fn, void *arg,
 		st_relaxed(&cb->state_, CB_ON_NONE | flags);
 		return 0;
 	}
-	if (!cancel__lock_unless_canceled(src)) {
+	if (!core_lock_unless_canceled(src)) {
 		st_relaxed(&cb->src_, NULL);
 		st_relaxed(&cb->state_, CB_NONE);
 		return ECANCELED;
@@ -68,9 +68,13 @@ cancel__register(struct cancel_callback *cb, cancel_fn fn, void *arg,
 	st_relaxed(&cb->src_, src);
 	st_relaxed(&cb->state_, CB_REGISTERED | flags);
 	list_push(src, cb);
+	/* A link (KEEP_SRC) counts as a child of src, under src's lock:
+	 * destroy reads the count under the same lock. */
+	if (flags & CB_KEEP_SRC)
+		st_relaxed(&src->children_, ld_relaxed(&src->children_) + 1);
 	/* The unlock's release publishes cb's fields to the canceller, whose
 	 * lock acquire pairs with it. */
-	cancel__unlock(src);
+	core_unlock(src);
 	return 0;
 }
 
@@ -192,7 +196,7 @@ cancel_callback_try_unregister(struct cancel_callback *cb)
 	if (src == NULL)
 		return try_unregister_detached(cb);
 	int rc;
-	cancel__lock(src);
+	core_lock(src);
 	switch (remove_locked(src, cb)) {
 	case REMOVED:
 		rc = 0;
@@ -207,7 +211,7 @@ cancel_callback_try_unregister(struct cancel_callback *cb)
 		         : ENOENT;
 		break;
 	}
-	cancel__unlock(src);
+	core_unlock(src);
 	return rc;
 }
 
@@ -222,7 +226,7 @@ cancel_callback_unregister(struct cancel_callback *cb)
 
 	/* Nothing below touches errno: park and the mutex preserve it. */
 	bool removed = false;
-	cancel__lock(src);
+	core_lock(src);
 	for (;;) {
 		enum removal r = remove_locked(src, cb);
 		if (r == REMOVED) {
@@ -256,11 +260,15 @@ cancel_callback_unregister(struct cancel_callback *cb)
 		 * orders its writes before our return. */
 		uint32_t g = ld_relaxed(&src->gen_) | GEN_WAIT;
 		st_relaxed(&src->gen_, g);
-		cancel__unlock(src);
+		core_unlock(src);
 		cancel__park(&src->gen_, g, CANCEL_NEVER);
 		graph_remove(&rec);
-		cancel__lock(src);
+		core_lock(src);
 	}
-	cancel__unlock(src);
+	/* A link leaves src's children (counted at register, same lock). */
+	uint32_t fl = ld_relaxed(&cb->state_);
+	if (fl & CB_KEEP_SRC)
+		st_relaxed(&src->children_, ld_relaxed(&src->children_) - 1);
+	core_unlock(src);
 	return removed;
 }

@@ -8,6 +8,8 @@
 
 #include "internal.h"
 
+#include "atomic.h"
+
 /*
  * One per source whose callback list this thread is running. Lives on the
  * running thread's stack and is only ever dereferenced by that thread: other
@@ -54,6 +56,44 @@ CANCEL_HIDDEN bool cancel__frame_is_mine(const void *runner);
 
 /* Take @src's lock unless it is canceled (then false, lock not taken). */
 CANCEL_HIDDEN bool cancel__lock_unless_canceled(struct cancel_source *src);
+
+/* The contended half of cancel__lock() (source.c). */
+CANCEL_HIDDEN void cancel__lock_slow(struct cancel_source *src);
+
+/* Inline fast paths of the list lock for the core's hot paths. */
+static inline void
+core_lock(struct cancel_source *src)
+{
+	/* Acquire pairs with the release store in core_unlock(). */
+	if (xchg_acquire(&src->lock_, 1u) != 0)
+		cancel__lock_slow(src);
+}
+
+static inline void
+core_unlock(struct cancel_source *src)
+{
+	/* Release pairs with the acquire exchange in core_lock(). */
+	st_release(&src->lock_, 0u);
+}
+
+/*
+ * Take the lock only while not canceled (register's entry). CANCELED is
+ * read under the lock: run_list takes the lock only after the CAS that set
+ * it, so either we push before run_list looks at the list, or our lock
+ * acquire follows its unlock and this acquire load (pairing with
+ * cancel__begin's release CAS) sees CANCELED. No unlocked peek first: under
+ * contention a shared read then the exchange costs two line transfers.
+ */
+static inline bool
+core_lock_unless_canceled(struct cancel_source *src)
+{
+	core_lock(src);
+	if (ld_acquire(&src->state_) & CANCEL__S_CANCELED) {
+		core_unlock(src);
+		return false;
+	}
+	return true;
+}
 
 /* Register @cb on @src unless it is canceled: 0 or ECANCELED. */
 CANCEL_HIDDEN int cancel__register(struct cancel_callback *cb, cancel_fn fn,

@@ -25,9 +25,11 @@
  * flag sees its reason.
  *
  *   bit 0   CANCELED  one-way; set together with the reason.
- *   bit 1   LOCK      the callback list lock (a spin lock). register takes
- *                     it only while CANCELED is clear, so no callback can
- *                     slip in after cancel started.
+ *   bit 1   (unused: the callback list lock is the separate word lock_,
+ *                     so unlock is a plain release store. register reads
+ *                     CANCELED again under it, and cancel takes it only
+ *                     after setting CANCELED, so no callback can slip in
+ *                     after cancel started.)
  *   bit 2   DONE      the cancel that set CANCELED has run every callback
  *                     and will not touch the source again (except a wake of
  *                     the low word, harmless after free: see wait.h).
@@ -107,7 +109,7 @@ CANCEL_HIDDEN void cancel__signal_finish(struct cancel_source *src);
 CANCEL_HIDDEN uint64_t cancel__waiter_enter(struct cancel_source *src);
 CANCEL_HIDDEN void cancel__waiter_leave(struct cancel_source *src);
 
-/* Locks and unlocks the callback list lock (bit LOCK of the state word). */
+/* Locks and unlocks the callback list lock (the word lock_). */
 CANCEL_HIDDEN void cancel__lock(struct cancel_source *src);
 CANCEL_HIDDEN void cancel__unlock(struct cancel_source *src);
 

@@ -83,12 +83,10 @@ cancel_source_init_linked(struct cancel_source *src,
 		struct cancel_source *p = parents[i].src_;
 		if (p == NULL)
 			continue;
-		fetch_add_relaxed(&p->children_, 1u);
+		/* Counts us among p's children when it succeeds. */
 		if (cancel__register(&links[j], link_fire, src, p,
 		                     CB_KEEP_SRC) != 0) {
 			/* The parent was canceled meanwhile: inherit. */
-			/* Release pairs with the parent destroy's acquire. */
-			fetch_sub_release(&p->children_, 1u);
 			int reason = cancel__state_reason(ld_acquire(&p->state_));
 			if (cancel__begin(src, reason, false))
 				cancel__finish(src);
@@ -109,11 +107,9 @@ cancel__unlink_parents(struct cancel_source *src)
 			continue;
 		/* Waits if the parent runs this link on another thread; at
 		 * once (releasing the node) if on ours. */
+		/* Also leaves p's children, under p's lock. */
 		cancel_callback_unregister(&links[j]);
 		st_relaxed(&links[j].src_, NULL);
-		/* Release pairs with the acquire load in the parent's
-		 * destroy: our unregister happens before its teardown. */
-		fetch_sub_release(&p->children_, 1u);
 	}
 	if (src->links_ != NULL)
 		cancel__free(src->links_);
