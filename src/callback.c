@@ -4,7 +4,7 @@
  * The list is intrusive and doubly linked (no allocation), pushed at the
  * head so the canceller pops last-registered first. Every list change, every
  * state change of a registered callback and current_ are made under the
- * source's lock bit; cb->src_ and cb->state_ are also read outside it with
+ * source's list lock; cb->src_ and cb->state_ are also read outside it with
  * relaxed loads (only to find the lock, or for ON_NONE registrations that no
  * other thread can touch).
  *

@@ -2,12 +2,17 @@
  * The source/token state machine: the state word, the callback run loop,
  * destroy, and the token queries.
  *
- * Everything hangs on one 64-bit word (see internal.h). The cancel flag and
- * the callback-list lock live in it together, so register's "lock unless
- * canceled" and cancel's "set canceled" are one CAS each and can never both
- * succeed in the wrong order: a callback either got into the list before
- * the flag was set (and the canceller will pop it), or sees the flag (and
- * runs inline). The reason is written by the same CAS as the flag.
+ * The state lives in one 64-bit word (see internal.h): the cancel flag and
+ * its reason are written by one CAS. The callback list has its own lock
+ * word (lock_), so unlocking is a plain release store, not a second
+ * read-modify-write of the busy state word. No callback can slip in after
+ * cancel started: cancel sets CANCELED *before* it first takes the lock,
+ * and register reads CANCELED *under* the lock. So either register's
+ * critical section comes first (its push is seen by the canceller's lock
+ * acquire), or the canceller's CAS happens before register's lock acquire
+ * (through the canceller's unlock) and register sees the flag and runs
+ * inline. tests/model/callback.pml checks this, and variants that check
+ * the flag before locking, or drain before the CAS, fail there.
  *
  * The canceller pops one callback at a time under the lock, marks it
  * running in the source (current_), drops the lock, runs it, and retakes

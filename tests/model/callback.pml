@@ -1,11 +1,14 @@
 /*
  * callback.pml: the callback list protocol of src/callback.c.
  *
- * One state word (st) holds CANCELED, LOCK and DONE; every change of it is
- * one atomic step (a CAS in C). The list is a LIFO stack guarded by LOCK.
- * register takes LOCK only while CANCELED is clear (one CAS on the word);
- * cancel sets CANCELED, then pops one node at a time under LOCK, publishes
- * it as "current" (with the runner thread), drops LOCK and runs it.
+ * The state word (st) holds CANCELED and DONE; the list lock is a separate
+ * word (lk): lock = exchange 1 until it returns 0, unlock = store 0. The
+ * list is a LIFO stack guarded by the lock. register takes the lock, then
+ * reads CANCELED under it: if set, it unlocks and runs fn inline, else it
+ * pushes and unlocks. cancel sets CANCELED first (one CAS on st; fails if
+ * already set), and only then takes the lock and pops one node at a time,
+ * publishes it as "current", drops the lock and runs it. After the list is
+ * empty it unlocks and then sets DONE (a separate fetch-or).
  *
  * Scenarios (spin -DSCEN=n):
  *   1  race:    two concurrent cancels; a worker registers cb2 while they
@@ -19,8 +22,11 @@
  *               destroy (EBUSY: cb0 still registered), cb0 destroys the
  *               source; the cancel loop must not touch it afterwards.
  *
+ * -DONE_CANCEL drops the second, racing cancel of scenarios 1 and 2.
+ *
  * Broken variants define one of BROKEN_SWAP, BROKEN_SEPARATE_FLAG,
- * BROKEN_RELEASED_SKIP, BROKEN_DESTROY_TOUCH and include this file.
+ * BROKEN_RELEASED_SKIP, BROKEN_DESTROY_TOUCH, BROKEN_LOCK_BEFORE_CAS and
+ * include this file.
  *
  * Sequentially consistent: this checks the protocol, not memory orders.
  */
@@ -37,9 +43,8 @@
 
 #define NONE 255
 
-/* state word bits */
+/* state word bits (the lock is the separate word lk) */
 #define CANCELED 1
-#define LOCK 2
 #define DONE 4
 
 /* callback states */
@@ -65,7 +70,8 @@
 #define A_DESTROY_BUSY 4
 #define A_REGISTER_CB3 5
 
-byte st;			/* the state word */
+byte st;			/* the state word: CANCELED, DONE */
+bit lk;				/* src->lock_: the list lock */
 byte list[NCB];			/* stack; head is list[nlist - 1] */
 byte nlist;
 byte cbst[NCB];			/* cb->state_ */
@@ -96,17 +102,19 @@ bool gone[NCB];			/* a completed unregister: must never run */
 byte ncancel_true;
 byte ncancel;
 
+/* exchange(lk, 1) until it returns 0: spinning on 1 changes nothing, so
+ * under sequential consistency it is a guard on lk == 0 */
 inline lock_src()
 {
-	atomic { (st & LOCK) == 0 -> st = st | LOCK }
+	atomic { lk == 0 -> lk = 1 }
 }
 
 inline unlock_src()
 {
-	st = st & ~LOCK
+	lk = 0
 }
 
-/* Remove c from the middle of the list (caller holds LOCK). */
+/* Remove c from the middle of the list (caller holds the lock). */
 inline unlink(c, i)
 {
 	d_step {
@@ -141,26 +149,19 @@ inline run_leaf(c)
 inline do_register(c, res)
 {
 #ifdef BROKEN_SEPARATE_FLAG
-	/* CANCELED checked, then LOCK taken by a separate operation */
-	if
-	:: (st & CANCELED) -> res = false
-	:: else -> res = true
-	fi;
-	if
-	:: res -> lock_src()
-	:: else
-	fi;
+	/* CANCELED read BEFORE the lock is taken (an unlocked peek) */
+	res = ((st & CANCELED) == 0);
+	lock_src();
 #else
-	atomic {
-		if
-		:: (st & CANCELED) -> res = false
-		:: (st & (CANCELED | LOCK)) == 0 -> st = st | LOCK; res = true
-		fi
-	}
+	/* CANCELED read under the lock */
+	lock_src();
+	res = ((st & CANCELED) == 0);
 #endif
 	if
 	:: res ->
 		d_step {
+			/* never push onto a list whose cancel has finished */
+			assert(!(st & DONE));
 			list[nlist] = c;
 			nlist++;
 			cbst[c] = C_REGISTERED;
@@ -170,6 +171,7 @@ inline do_register(c, res)
 		};
 		unlock_src()
 	:: else ->
+		unlock_src();
 		reg_false[c] = true;
 		run_leaf(c)
 	fi
@@ -256,6 +258,7 @@ inline do_destroy(rc)
 			fr_destroyed = true;
 			dead = true;
 			st = 0;
+			lk = 0;	/* teardown unlocks; then the memory goes */
 			cur = NONE;
 			runner = NONE
 		};
@@ -300,6 +303,18 @@ inline run_fn(c, res, g, i)
 	running[c] = false
 }
 
+/* cancel__begin's CAS: set CANCELED unless already set */
+inline set_canceled(res)
+{
+	atomic {
+		ncancel++;
+		if
+		:: (st & CANCELED) -> res = false
+		:: else -> st = st | CANCELED; res = true
+		fi
+	}
+}
+
 proctype Canceller()
 {
 	bool res;
@@ -312,13 +327,14 @@ proctype Canceller()
 	byte k;
 #endif
 
-	atomic {
-		ncancel++;
-		if
-		:: (st & CANCELED) -> res = false
-		:: else -> st = st | CANCELED; res = true
-		fi
-	};
+#ifdef BROKEN_LOCK_BEFORE_CAS
+	/* an already canceled source is left alone ... */
+	if
+	:: (st & CANCELED) -> goto out
+	:: else
+	fi;
+#else
+	set_canceled(res);
 	if
 	:: !res ->
 		/* any cancel that returned leaves the token canceled */
@@ -327,6 +343,7 @@ proctype Canceller()
 	:: else
 	fi;
 	ncancel_true++;
+#endif
 
 #ifdef BROKEN_SWAP
 	/* the .NET bug: take the whole list at once */
@@ -365,29 +382,24 @@ proctype Canceller()
 		k++
 	:: else -> break
 	od;
-	atomic { st = st | DONE; i = 0 }
+	atomic { runner = NONE; st = st | DONE; i = 0 }
 #else
+	/* run_list: the lock is held at the top of each iteration */
+	lock_src();
+	runner = _pid;
 	do
-	:: assert(!dead);
-		lock_src();
-		if
-		:: nlist == 0 ->
-			/* release LOCK and publish DONE in one CAS */
-			st = (st & ~LOCK) | DONE;
-			break
-		:: else ->
-			d_step {
-				nlist--;
-				c = list[nlist];
-				list[nlist] = NONE;
-				cbst[c] = C_RUNNING;
-				cur = c;
-				runner = _pid;
-				fr_released = false;
-				fr_destroyed = false
-			};
-			unlock_src()
-		fi;
+	:: nlist == 0 -> break
+	:: else ->
+		d_step {
+			nlist--;
+			c = list[nlist];
+			list[nlist] = NONE;
+			cbst[c] = C_RUNNING;
+			cur = c;
+			fr_released = false;
+			fr_destroyed = false
+		};
+		unlock_src();
 		run_fn(c, res, g, i);
 #ifndef BROKEN_DESTROY_TOUCH
 		if
@@ -395,6 +407,8 @@ proctype Canceller()
 		:: else
 		fi;
 #endif
+		assert(!dead);
+		lock_src();
 #ifdef BROKEN_RELEASED_SKIP
 		/* skips the source's bookkeeping too, not only the node */
 		if
@@ -402,8 +416,6 @@ proctype Canceller()
 		:: else
 		fi;
 #endif
-		assert(!dead);
-		lock_src();
 		d_step {
 			cur = NONE;
 			if
@@ -411,16 +423,35 @@ proctype Canceller()
 			:: else
 			fi;
 			if
-			:: wflag -> wflag = false; gen++
-			:: else
+			:: wflag -> wflag = false; gen++; res = true
+			:: else -> res = false
 			fi
 		};
-		unlock_src();
+		if
+		:: res ->
+			/* unlock, unpark the waiters, relock */
+			unlock_src();
+			lock_src()
+		:: else
+		fi;
 #ifdef BROKEN_RELEASED_SKIP
 next:
 #endif
 		c = NONE
-	od
+	od;
+	runner = NONE;
+	unlock_src();
+#ifdef BROKEN_LOCK_BEFORE_CAS
+	/* ... but the list was drained before CANCELED is set */
+	set_canceled(res);
+	if
+	:: !res -> goto out
+	:: else
+	fi;
+	ncancel_true++;
+#endif
+	/* fetch-or DONE, after the unlock */
+	st = st | DONE
 #endif
 out:
 	assert(dead || (st & CANCELED));
@@ -491,7 +522,9 @@ init {
 	atomic {
 		run Canceller();
 #if SCEN != 3
+#ifndef ONE_CANCEL
 		run Canceller();
+#endif
 		run Worker();
 #endif
 #if SCEN == 1
@@ -534,8 +567,9 @@ init {
 		od;
 		if
 		:: !dead ->
-			assert(st == (CANCELED | DONE));
-			assert(cur == NONE && !wflag && nlist == 0)
+			assert(st == (CANCELED | DONE) && lk == 0);
+			assert(cur == NONE && runner == NONE);
+			assert(!wflag && nlist == 0)
 		:: else
 		fi;
 		c = 0;

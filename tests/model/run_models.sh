@@ -111,10 +111,12 @@ check() {
 check callback safety ok -DSCEN=1
 check callback safety ok -DSCEN=2
 check callback safety ok -DSCEN=3
+check callback safety ok -DSCEN=1 -DONE_CANCEL
 check callback_broken_swap safety fail
 check callback_broken_separate_flag safety fail
 check callback_broken_released_skip safety fail
 check callback_broken_destroy_touch safety fail
+check callback_broken_lock_before_cas safety fail
 check callback_limit_cross_unregister safety fail
 check callback_limit_cross_unregister safety ok -DTRY
 check callback_limit_cross_unregister safety ok -DCYCLE_BREAK
