@@ -4,7 +4,12 @@
  * a libcancel wait alternates with a sample of the raw mechanism it is
  * built on, so both see the same machine load:
  *
- *   cancel_wait / cancel_sleep   vs  raw futex hand-off
+ *   cancel_wait                  vs  raw futex hand-off
+ *   cancel_sleep                 vs  raw futex hand-off, and a raw
+ *                                    FUTEX_WAIT_BITSET with the same
+ *                                    absolute CLOCK_MONOTONIC timeout (the
+ *                                    fair peer: a timed wait arms and
+ *                                    cancels a kernel hrtimer)
  *   cancel_cond_wait             vs  raw pthread_cond_signal hand-off
  *   cancel_poll                  vs  raw eventfd write + poll
  *
@@ -37,6 +42,7 @@ enum kind {
 	K_COND,
 	K_POLL,
 	K_RAW_FUTEX,
+	K_RAW_FUTEX_TIMED,
 	K_RAW_COND,
 	K_RAW_EVENTFD,
 	K_QUIT,
@@ -69,6 +75,14 @@ static void
 futex_wait(uint32_t *w, uint32_t v)
 {
 	syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, v, NULL, NULL, 0);
+}
+
+/* The wait cancel_sleep makes: absolute CLOCK_MONOTONIC deadline @dl. */
+static void
+futex_wait_until(uint32_t *w, uint32_t v, const struct timespec *dl)
+{
+	syscall(SYS_futex, w, FUTEX_WAIT_BITSET_PRIVATE, v, dl, NULL,
+	        FUTEX_BITSET_MATCH_ANY);
 }
 
 static void
@@ -112,6 +126,17 @@ waiter_main(void *arg)
 			while (ld_acquire(&r->word) == 0)
 				futex_wait(&r->word, 0);
 			break;
+		case K_RAW_FUTEX_TIMED: {
+			/* cancel_sleep(60 s) computes its deadline the same
+			 * way, before it blocks. */
+			struct timespec dl;
+			clock_gettime(CLOCK_MONOTONIC, &dl);
+			dl.tv_sec += 60;
+			st_release(&r->blocking, 1);
+			while (ld_acquire(&r->word) == 0)
+				futex_wait_until(&r->word, 0, &dl);
+			break;
+		}
 		case K_RAW_COND:
 			pthread_mutex_lock(&r->mu);
 			st_release(&r->blocking, 1);
@@ -161,6 +186,7 @@ sample(struct rv *r, int kind)
 		cancel_source_cancel(&r->src);
 		break;
 	case K_RAW_FUTEX:
+	case K_RAW_FUTEX_TIMED:
 		st_release(&r->word, 1);
 		futex_wake(&r->word);
 		break;
@@ -220,6 +246,7 @@ main(int argc, char **argv)
 	} rows[] = {
 		{"cancel_wait", "futex wake", K_WAIT, K_RAW_FUTEX},
 		{"cancel_sleep", "futex wake", K_SLEEP, K_RAW_FUTEX},
+		{"cancel_sleep", "futex, timed", K_SLEEP, K_RAW_FUTEX_TIMED},
 		{"cancel_cond_wait", "cond_signal", K_COND, K_RAW_COND},
 		{"cancel_poll", "eventfd+poll", K_POLL, K_RAW_EVENTFD},
 	};

@@ -26,9 +26,11 @@
  *     waited for.
  *   - A fire is never early (a deadline is due when CLOCK_MONOTONIC has
  *     reached it). It is late by the wake-up latency of ppoll() (the
- *     thread asks for a 1 ns timer slack where the system allows it; see
- *     bench/bench_timer.c for numbers) plus the run time of any callback or
- *     work item ahead of it.
+ *     thread asks for a 1 ns timer slack where the system allows it, and
+ *     shortens the timeout by the slack Linux adds to poll timeouts: see
+ *     poll_timeout(); bench/bench_timer.c and bench/README.md for numbers)
+ *     plus the run time of any callback or work item ahead of it. A
+ *     timeout costs no read(2) of the wake descriptor.
  *   - After a firing's cancel has returned, the thread never touches that
  *     source again, so a callback may destroy and free it.
  *   - Arming wakes the thread only when the new deadline is earlier than
@@ -273,6 +275,26 @@ start_thread(void *(*fn)(void *), void *arg)
 	return err != 0 ? EAGAIN : 0;
 }
 
+/*
+ * The ppoll() timeout for a sleep of @rel ns. Linux gives poll-family
+ * timeouts a slack of the larger of the thread's timer slack (1 ns here)
+ * and 0.1% of the timeout (fs/select.c), and a lone timer fires at the end
+ * of its slack: 1-1.5 us late for the 1-1.5 ms sleeps bench_timer takes.
+ * Asking for rel - rel/1001 puts the end of that slack at the deadline.
+ * Waking early is harmless: run_timers() fires nothing before its
+ * deadline, and the next sleep, of at most a few microseconds, has 1 ns of
+ * slack. Elsewhere the timeout is the plain remaining time.
+ */
+static uint64_t
+poll_timeout(uint64_t rel)
+{
+#ifdef __linux__
+	return rel - rel / 1001;
+#else
+	return rel;
+#endif
+}
+
 static void *
 lt_main(void *arg)
 {
@@ -287,10 +309,17 @@ lt_main(void *arg)
 	/* Wake at the deadline, not up to 50 us after it. */
 	prctl(PR_SET_TIMERSLACK, 1ul, 0ul, 0ul, 0ul);
 #endif
+	bool drain = true;
 	for (;;) {
 		/* Drain first: a kick after this point leaves the fd
-		 * readable, so the ppoll() below returns at once. */
-		cancel__wakefd_drain(pfd.fd);
+		 * readable, so the ppoll() below returns at once. Only when
+		 * the last ppoll() saw it readable (or on the first loop):
+		 * a timeout, the path of every fire, costs no read(2). A
+		 * kick that lands after that ppoll() returned leaves the fd
+		 * readable, so the next ppoll() returns at once and we drain
+		 * then. */
+		if (drain)
+			cancel__wakefd_drain(pfd.fd);
 		run_signals();
 		run_timers();
 
@@ -305,11 +334,13 @@ lt_main(void *arg)
 			uint64_t rel = d > now ? d - now : 0;
 			if (rel > MAX_SLEEP_NS)
 				rel = MAX_SLEEP_NS;
-			ts = cancel__ns_to_ts(rel);
+			ts = cancel__ns_to_ts(poll_timeout(rel));
 			tmo = &ts;
 		}
 		/* EINTR, a timeout or a kick: all just loop. */
-		ppoll(&pfd, 1, tmo, NULL);
+		pfd.revents = 0;
+		int n = ppoll(&pfd, 1, tmo, NULL);
+		drain = n != 0;
 	}
 	return NULL;
 }

@@ -38,17 +38,22 @@ wait_source(struct cancel_source *src, uint64_t dl)
 		return ETIMEDOUT; /* check once, do not block */
 	int rc;
 	bool timed_out = false;
+	/* The clock was just read above: the first round skips it (the
+	 * timed park itself returns ETIMEDOUT if the deadline passes). A
+	 * cancel's wake-up is seen before any clock read. */
+	bool recheck = false;
 	uint64_t s = cancel__waiter_enter(src);
 	for (;;) {
 		if (s & CANCEL__S_CANCELED) {
 			rc = ECANCELED;
 			break;
 		}
-		if (timed_out ||
-		    (dl != CANCEL_NEVER && cancel__now_ns() >= dl)) {
+		if (timed_out || (recheck && dl != CANCEL_NEVER &&
+		                  cancel__now_ns() >= dl)) {
 			rc = ETIMEDOUT;
 			break;
 		}
+		recheck = true;
 		if (cancel__park(cancel__state_word(src), (uint32_t)s, dl) ==
 		    ETIMEDOUT)
 			timed_out = true;
