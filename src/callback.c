@@ -118,6 +118,83 @@ struct wait_rec {
 static pthread_mutex_t graph_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct wait_rec *graph;
 
+/*
+ * Callbacks that unregistered themselves and are still running. Such a
+ * callback has forgotten its source (the caller may destroy and free it as
+ * soon as the callback returns), so another thread that unregisters it
+ * meanwhile cannot wait through the source: it waits here instead, until
+ * the canceller, which knows the frame but must not touch the callback,
+ * takes the frame off the list. All under graph_mu; graph_cv announces
+ * removals. released_count lets the common case skip the mutex.
+ */
+static pthread_cond_t graph_cv = PTHREAD_COND_INITIALIZER;
+static struct cancel__frame *released;
+static unsigned released_count;
+
+/* Under graph_mu: the frame whose released callback is @cb, or NULL. */
+static struct cancel__frame *
+released_find(const struct cancel_callback *cb)
+{
+	for (struct cancel__frame *f = released; f != NULL; f = f->rel_next)
+		if (f->released_cb == cb)
+			return f;
+	return NULL;
+}
+
+static void
+released_add(struct cancel__frame *f, struct cancel_callback *cb)
+{
+	pthread_mutex_lock(&graph_mu);
+	f->released_cb = cb;
+	f->rel_next = released;
+	released = f;
+	fetch_add_relaxed(&released_count, 1u);
+	pthread_mutex_unlock(&graph_mu);
+}
+
+void
+cancel__released_done(struct cancel__frame *f)
+{
+	pthread_mutex_lock(&graph_mu);
+	struct cancel__frame **pp = &released;
+	while (*pp != f)
+		pp = &(*pp)->rel_next;
+	*pp = f->rel_next;
+	f->released_cb = NULL;
+	fetch_add_relaxed(&released_count, (unsigned)-1);
+	pthread_cond_broadcast(&graph_cv);
+	pthread_mutex_unlock(&graph_mu);
+}
+
+/*
+ * For a completed callback with no source: is it a released one still
+ * running? If it runs on another thread and @wait, wait for its return.
+ * Returns true if it is running now (and we did not wait for it).
+ */
+static bool
+released_running(const struct cancel_callback *cb, bool wait)
+{
+	/* Acquire pairs with the count's increment, which happens before
+	 * the release store that cleared cb->src_ (read with acquire). */
+	if (ld_acquire(&released_count) == 0)
+		return false;
+	bool running = false;
+	int cs;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
+	pthread_mutex_lock(&graph_mu);
+	struct cancel__frame *f;
+	while ((f = released_find(cb)) != NULL) {
+		if (!wait || cancel__frame_is_mine(f)) {
+			running = true;
+			break;
+		}
+		pthread_cond_wait(&graph_cv, &graph_mu);
+	}
+	pthread_mutex_unlock(&graph_mu);
+	pthread_setcancelstate(cs, NULL);
+	return running;
+}
+
 /* Under graph_mu. Each recorded source is alive: its waiter is parked on
  * it, which the thread rules make a use of that source. */
 static bool
@@ -181,7 +258,7 @@ try_unregister_detached(struct cancel_callback *cb)
 		st_relaxed(&cb->state_, (st & ~CB_STATE_MASK) | CB_REMOVED);
 		return 0;
 	case CB_DONE:
-		return EALREADY;
+		return released_running(cb, false) ? EINPROGRESS : EALREADY;
 	default:
 		return ENOENT;
 	}
@@ -192,7 +269,8 @@ cancel_callback_try_unregister(struct cancel_callback *cb)
 {
 	if (cb == NULL)
 		return EINVAL;
-	struct cancel_source *src = ld_relaxed(&cb->src_);
+	/* Acquire pairs with the release store that released cb. */
+	struct cancel_source *src = ld_acquire(&cb->src_);
 	if (src == NULL)
 		return try_unregister_detached(cb);
 	int rc;
@@ -220,9 +298,18 @@ cancel_callback_unregister(struct cancel_callback *cb)
 {
 	if (cb == NULL)
 		return false;
-	struct cancel_source *src = ld_relaxed(&cb->src_);
-	if (src == NULL)
+	/* Acquire pairs with the release store that released cb. */
+	struct cancel_source *src = ld_acquire(&cb->src_);
+	if (src == NULL) {
+		uint32_t st = ld_relaxed(&cb->state_) & CB_STATE_MASK;
+		if (st == CB_DONE) {
+			/* Released itself and maybe still running: wait for
+			 * its return (at once if that is us). */
+			released_running(cb, true);
+			return false;
+		}
 		return try_unregister_detached(cb) == 0;
+	}
 
 	/* Nothing below touches errno: park and the mutex preserve it. */
 	bool removed = false;
@@ -235,12 +322,23 @@ cancel_callback_unregister(struct cancel_callback *cb)
 		}
 		if (r == RUNNING_MINE) {
 			/* Inside the callback itself: release cb to the
-			 * caller now; the canceller will not touch it. */
+			 * caller now; the canceller will not touch it. It is
+			 * complete and forgets its source (which the caller
+			 * may destroy next), like any callback that ran; a
+			 * concurrent unregister that already read the source
+			 * still waits on current_. */
 			struct cancel__frame *f = ld_relaxed(&src->runner_);
 			f->cb_released = true;
 			uint32_t st = ld_relaxed(&cb->state_);
 			st_relaxed(&cb->state_,
 			           (st & ~CB_STATE_MASK) | CB_DONE);
+			if (!(st & CB_KEEP_SRC)) {
+				released_add(f, cb);
+				/* Release pairs with the acquire load of
+				 * src_ in unregister: whoever sees NULL
+				 * finds the frame on the list. */
+				st_release(&cb->src_, NULL);
+			}
 			break;
 		}
 		if (r == NOT_THERE)

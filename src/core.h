@@ -20,6 +20,11 @@ struct cancel__frame {
 	struct cancel_source *src;    /* the source being canceled */
 	bool cb_released;             /* current callback unregistered itself */
 	bool src_destroyed;           /* a callback destroyed src */
+	/* While the released callback still runs, the frame sits on a global
+	 * list (callback.c) so other threads can wait for it without the
+	 * source: released_cb is that callback, rel_next the list link. */
+	struct cancel_callback *released_cb;
+	struct cancel__frame *rel_next;
 };
 
 /*
@@ -105,6 +110,9 @@ CANCEL_HIDDEN int cancel__register(struct cancel_callback *cb, cancel_fn fn,
  * them for the outermost finish when nesting is deep.
  */
 CANCEL_HIDDEN void cancel__propagate(struct cancel_source *child);
+
+/* The released callback of @f returned: drop @f from the global list. */
+CANCEL_HIDDEN void cancel__released_done(struct cancel__frame *f);
 
 /* link.c: drop @src's links to its parents (destroy). */
 CANCEL_HIDDEN void cancel__unlink_parents(struct cancel_source *src);

@@ -193,12 +193,18 @@ run_list(struct cancel_source *src)
 		st_relaxed(&cb->state_, (st & ~CB_STATE_MASK) | CB_RUNNING);
 		src->current_ = cb;
 		frame.cb_released = false;
+		frame.released_cb = NULL;
 		cancel_fn fn = cb->fn_;
 		void *arg = cb->arg_;
 		core_unlock(src);
 
 		fn(arg);
 
+		if (frame.released_cb != NULL) {
+			/* fn released itself: cb may be gone, never touch it;
+			 * just let threads waiting for its return go. */
+			cancel__released_done(&frame);
+		}
 		if (frame.src_destroyed) {
 			/* A callback destroyed src: do not touch it again. */
 			cancel__tls.top = frame.outer;
@@ -403,8 +409,20 @@ teardown(struct cancel_source *src, struct cancel__frame *frame,
 		core_unlock(src);
 		return EBUSY;
 	}
-	if (frame != NULL)
+	if (frame != NULL) {
+		/* Destroyed from inside the callback now running: the run
+		 * loop will not finish it, so complete it here (unless it
+		 * released itself, and may be gone): it forgets src. */
+		struct cancel_callback *cur = src->current_;
+		if (cur != NULL && !frame->cb_released) {
+			uint32_t st = ld_relaxed(&cur->state_);
+			st_relaxed(&cur->state_,
+			           (st & ~CB_STATE_MASK) | CB_DONE);
+			if (!(st & CB_KEEP_SRC))
+				st_relaxed(&cur->src_, NULL);
+		}
 		frame->src_destroyed = true;
+	}
 	core_unlock(src);
 	if (queued)
 		dequeue(src);

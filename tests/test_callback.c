@@ -512,6 +512,50 @@ cross_unregister_between_two_cancels_does_not_deadlock(void **state)
 	}
 }
 
+/* A callback that released itself, or destroyed its source, forgets the
+ * source: unregistering it after the source is freed touches nothing. */
+struct forget {
+	struct cancel_source *src;
+	struct cancel_callback cb;
+	bool destroy;
+};
+
+static void
+forget_fn(void *arg)
+{
+	struct forget *f = arg;
+	if (f->destroy) {
+		assert_int_equal(cancel_source_destroy(f->src), 0);
+		free(f->src);
+		f->src = NULL;
+	} else {
+		assert_false(cancel_callback_unregister(&f->cb));
+	}
+}
+
+static void
+completed_callback_forgets_a_freed_source(void **state)
+{
+	(void)state;
+	for (int destroy = 0; destroy < 2; destroy++) {
+		struct forget f;
+		memset(&f, 0, sizeof(f));
+		f.destroy = destroy;
+		f.src = calloc(1, sizeof(*f.src));
+		cancel_callback_register(&f.cb, forget_fn, &f,
+		                         cancel_source_token(f.src));
+		assert_true(cancel_source_cancel(f.src));
+		if (f.src != NULL) {
+			assert_int_equal(cancel_source_destroy(f.src), 0);
+			free(f.src);
+		}
+		/* ASan flags any touch of the freed source here. */
+		assert_int_equal(cancel_callback_try_unregister(&f.cb),
+		                 EALREADY);
+		assert_false(cancel_callback_unregister(&f.cb));
+	}
+}
+
 static void
 register_unregister_churn_allocates_nothing(void **state)
 {
@@ -551,6 +595,7 @@ main(void)
 	    cmocka_unit_test(unregister_racing_cancel_is_exactly_one_outcome),
 	    cmocka_unit_test(
 	        cross_unregister_between_two_cancels_does_not_deadlock),
+	    cmocka_unit_test(completed_callback_forgets_a_freed_source),
 	    cmocka_unit_test(register_unregister_churn_allocates_nothing),
 	};
 	return cmocka_run_group_tests_name("callback", tests, NULL, NULL);
