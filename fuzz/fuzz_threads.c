@@ -1,0 +1,430 @@
+/*
+ * libFuzzer target: one byte-coded sequence of API calls split over two
+ * threads that race on shared sources. Built with ThreadSanitizer
+ * (clang -fsanitize=fuzzer,thread works with clang 14) or AddressSanitizer.
+ *
+ * No interleaving can be predicted, so the checks are the contract's
+ * oracles, as in tests/test_stress.c: a callback runs at most once; an
+ * unregister returns true exactly when the callback never ran; after a
+ * waiting unregister returns the callback is not running and never runs
+ * again; at quiescence a canceled source has run every callback still
+ * registered on it; a child linked to a parent whose cancel finished before
+ * the child's destroy is canceled; everything destroyed, the live-object
+ * count is back where it started.
+ *
+ * The two workers are started once and reused (thread creation would cost
+ * more than an input); a hand-off starts and ends each input. Operations
+ * alternate: even-numbered ones go to worker 0, odd ones to worker 1.
+ */
+#include "cancel.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef FUZZ_THREADS_ENTRY
+#define FUZZ_THREADS_ENTRY LLVMFuzzerTestOneInput
+#endif
+
+#define TNS 3        /* shared sources */
+#define TNR 4        /* callback records per worker */
+#define TMAXOPS 128  /* per worker */
+
+static void
+thr_fail(const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "fuzz_threads: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	abort();
+}
+
+#define TCHECK(cond, msg)                                                    \
+	do {                                                                 \
+		if (!(cond))                                                 \
+			thr_fail("%s (line %d)", (msg), __LINE__);           \
+	} while (0)
+
+#define LD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define ST(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+/* ------------------------------------------------------------------ */
+/* Records                                                            */
+/* ------------------------------------------------------------------ */
+
+struct trec {
+	struct cancel_callback cb;
+	int running;   /* atomic */
+	int ran;       /* atomic */
+	int action;    /* set before register, read by the callback */
+	/* owner only */
+	int src;       /* -1: NONE token; -2: not registered */
+	int snapshot;
+};
+
+static struct cancel_source *tsrc[TNS];
+
+/*
+ * Deadlines per input: each one is a round trip through the library
+ * thread (and a destroy may wait for its firing), which costs more than
+ * the rest of an input; a few keep the fuzzer fast.
+ */
+#define TMAXTIMERS 2
+static int t_timers;
+
+static bool
+timer_budget(void)
+{
+	return __atomic_fetch_add(&t_timers, 1, __ATOMIC_RELAXED) < TMAXTIMERS;
+}
+
+static void
+trec_fn(void *arg)
+{
+	struct trec *r = arg;
+	TCHECK(__atomic_exchange_n(&r->running, 1, __ATOMIC_ACQ_REL) == 0,
+	       "callback running twice at once");
+	TCHECK(__atomic_fetch_add(&r->ran, 1, __ATOMIC_ACQ_REL) == 0,
+	       "callback ran twice");
+	switch (r->action & 3) {
+	case 1:
+		TCHECK(!cancel_callback_unregister(&r->cb),
+		       "self-unregister returned true");
+		break;
+	case 2:
+		cancel_source_cancel_with(tsrc[(r->action >> 2) % TNS], 70);
+		break;
+	default:
+		break;
+	}
+	ST(&r->running, 0);
+}
+
+static void
+trec_check_idle(struct trec *r)
+{
+	TCHECK(LD(&r->ran) == r->snapshot,
+	       "callback ran after its unregister returned");
+	TCHECK(LD(&r->running) == 0, "idle callback running");
+}
+
+static void
+trec_register(struct trec *r, int s, int action, bool try)
+{
+	trec_check_idle(r);
+	ST(&r->ran, 0);
+	r->action = action;
+	cancel_token tok = s < 0 ? CANCEL_TOKEN_NONE
+	                         : cancel_source_token(tsrc[s]);
+	bool ok;
+	if (try) {
+		int rc = cancel_callback_try_register(&r->cb, trec_fn, r, tok);
+		TCHECK(rc == 0 || rc == ECANCELED, "try_register result");
+		TCHECK(rc == 0 || LD(&r->ran) == 0,
+		       "try_register ran the callback");
+		ok = rc == 0;
+	} else {
+		ok = cancel_callback_register(&r->cb, trec_fn, r, tok);
+		TCHECK(ok || LD(&r->ran) == 1, "register false, fn not run");
+	}
+	if (!ok) {
+		TCHECK(cancel_token_is_canceled(tok), "refused on live token");
+		r->snapshot = LD(&r->ran);
+		r->src = -2;
+		return;
+	}
+	r->src = s;
+}
+
+static void
+trec_unregister(struct trec *r)
+{
+	bool removed = cancel_callback_unregister(&r->cb);
+	TCHECK(LD(&r->running) == 0, "callback running after unregister");
+	int ran = LD(&r->ran);
+	TCHECK(removed == (ran == 0), "unregister result vs ran");
+	r->snapshot = ran;
+	r->src = -2;
+}
+
+static void
+trec_try_unregister(struct trec *r)
+{
+	int rc = cancel_callback_try_unregister(&r->cb);
+	switch (rc) {
+	case 0:
+		TCHECK(LD(&r->ran) == 0, "try_unregister 0 but ran");
+		r->snapshot = 0;
+		r->src = -2;
+		break;
+	case EALREADY:
+		TCHECK(LD(&r->ran) == 1 && LD(&r->running) == 0,
+		       "EALREADY but not completed");
+		r->snapshot = 1;
+		r->src = -2;
+		break;
+	case EINPROGRESS:
+		trec_unregister(r);
+		break;
+	default:
+		thr_fail("try_unregister returned %d", rc);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Workers                                                            */
+/* ------------------------------------------------------------------ */
+
+struct tworker {
+	struct trec recs[TNR];
+	const uint8_t *ops[TMAXOPS];
+	int nops;
+	pthread_t th;
+};
+
+static struct tworker tw[2];
+static pthread_once_t tonce = PTHREAD_ONCE_INIT;
+/*
+ * Hand-off: the main thread bumps t_gen to start an input and waits for
+ * t_done to reach 2. Waiting spins with sched_yield() for a while (a
+ * futex round trip per input would halve the execution rate), then
+ * sleeps on t_cv so that idle workers cost nothing.
+ */
+static unsigned t_gen;
+static unsigned t_done;
+static pthread_mutex_t t_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t t_cv = PTHREAD_COND_INITIALIZER;
+
+static void
+t_await(const unsigned *word, unsigned differs_from, unsigned at_least)
+{
+	for (int i = 0; i < 2000; i++) {
+		unsigned v = LD(word);
+		if (at_least ? v >= at_least : v != differs_from)
+			return;
+		sched_yield();
+	}
+	pthread_mutex_lock(&t_mu);
+	for (;;) {
+		unsigned v = LD(word);
+		if (at_least ? v >= at_least : v != differs_from)
+			break;
+		pthread_cond_wait(&t_cv, &t_mu);
+	}
+	pthread_mutex_unlock(&t_mu);
+}
+
+static void
+t_bump(unsigned *word)
+{
+	pthread_mutex_lock(&t_mu);
+	__atomic_fetch_add(word, 1, __ATOMIC_ACQ_REL);
+	pthread_cond_broadcast(&t_cv);
+	pthread_mutex_unlock(&t_mu);
+}
+
+/* A child linked to shared sources, created and destroyed here. */
+static void
+t_linked(uint8_t a, uint8_t b)
+{
+	struct cancel_source *c = malloc(sizeof(*c));
+	if (c == NULL)
+		abort();
+	int p0 = a % TNS, p1 = (a / TNS) % TNS;
+	cancel_token toks[2] = {cancel_source_token(tsrc[p0]),
+	                        cancel_source_token(tsrc[p1])};
+	size_t n = (b & 1) ? 2 : 1;
+	TCHECK(cancel_source_init_linked(c, toks, n) == 0, "init_linked");
+	struct trec r = {.src = -2};
+	bool reg = false;
+	if (b & 2) {
+		r.action = 0;
+		reg = cancel_callback_register(&r.cb, trec_fn, &r,
+		                               cancel_source_token(c));
+		if (!reg)
+			TCHECK(LD(&r.ran) == 1, "register false, fn not run");
+	}
+	if ((b & 4) && timer_budget())
+		TCHECK(cancel_source_cancel_after(c, 0) == 0, "cancel_after");
+	bool parent_done = false;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t s = LD(&tsrc[i == 0 ? p0 : p1]->state_);
+		if ((s & CANCEL__S_CANCELED) && (s & CANCEL__S_DONE))
+			parent_done = true;
+	}
+	if (reg) {
+		bool removed = cancel_callback_unregister(&r.cb);
+		TCHECK(LD(&r.running) == 0, "child callback running");
+		TCHECK(removed == (LD(&r.ran) == 0), "child unregister");
+	}
+	int snap = LD(&r.ran);
+	TCHECK(cancel_source_destroy(c) == 0, "child destroy");
+	uint64_t cs = LD(&c->state_);
+	if (parent_done)
+		TCHECK(cs & CANCEL__S_CANCELED, "parent canceled, child not");
+	if (snap == 1)
+		TCHECK(cs & CANCEL__S_CANCELED, "child fn ran, child live");
+	TCHECK(LD(&r.ran) == snap, "child callback ran after destroy");
+	memset(c, 0xa5, sizeof(*c));
+	free(c);
+}
+
+static void
+t_op(struct tworker *w, const uint8_t *d)
+{
+	uint8_t op = d[0], a = d[1];
+	struct trec *r = &w->recs[a % TNR];
+	int s = (a >> 2) % TNS;
+	switch (op % 10) {
+	case 0:
+	case 1:
+		if (r->src == -2)
+			trec_register(r, (a >> 2) % (TNS + 1) == TNS ? -1 : s,
+			              op >> 4, op % 10 == 1);
+		break;
+	case 2:
+		if (r->src != -2)
+			trec_unregister(r);
+		break;
+	case 3:
+		if (r->src != -2)
+			trec_try_unregister(r);
+		break;
+	case 4:
+		if (op & 0x10)
+			cancel_source_cancel_with(tsrc[s], 1 + (op >> 5));
+		else
+			cancel_source_cancel(tsrc[s]);
+		TCHECK(cancel_token_reason(cancel_source_token(tsrc[s])) != 0,
+		       "canceled without a reason");
+		break;
+	case 5:
+		if (timer_budget()) {
+			uint64_t ns = (op >> 4) * 1000u;
+			TCHECK(cancel_source_cancel_after(tsrc[s], ns) == 0,
+			       "cancel_after");
+		}
+		break;
+	case 6:
+		t_linked(a, op >> 4);
+		break;
+	case 7: {
+		int fd;
+		TCHECK(cancel_token_fd(cancel_source_token(tsrc[s]), &fd) == 0,
+		       "token_fd");
+		break;
+	}
+	case 8: {
+		cancel_token t = cancel_source_token(tsrc[s]);
+		struct timespec past = {0, 0};
+		int rc = cancel_wait(&past, t);
+		TCHECK(rc == ECANCELED || rc == ETIMEDOUT, "wait");
+		if (rc == ECANCELED)
+			TCHECK(cancel_token_reason(t) != 0,
+			       "ECANCELED, reason 0");
+		break;
+	}
+	default:
+		if (r->src != -2 && LD(&r->running))
+			trec_unregister(r);
+		break;
+	}
+}
+
+static void *
+t_main(void *arg)
+{
+	struct tworker *w = arg;
+	unsigned gen = 0;
+	for (;;) {
+		t_await(&t_gen, gen, 0);
+		gen++;
+		for (int i = 0; i < w->nops; i++)
+			t_op(w, w->ops[i]);
+		t_bump(&t_done);
+	}
+	return NULL;
+}
+
+static void
+t_start(void)
+{
+	for (int i = 0; i < 2; i++) {
+		for (int j = 0; j < TNR; j++)
+			tw[i].recs[j].src = -2;
+		if (pthread_create(&tw[i].th, NULL, t_main, &tw[i]) != 0)
+			abort();
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* One input                                                          */
+/* ------------------------------------------------------------------ */
+
+int FUZZ_THREADS_ENTRY(const uint8_t *data, size_t size);
+
+int
+FUZZ_THREADS_ENTRY(const uint8_t *data, size_t size)
+{
+	pthread_once(&tonce, t_start);
+	long live0 = cancel__test_live_objects();
+	for (int i = 0; i < TNS; i++) {
+		tsrc[i] = malloc(sizeof(*tsrc[i]));
+		if (tsrc[i] == NULL)
+			abort();
+		cancel_source_init(tsrc[i]);
+	}
+	tw[0].nops = tw[1].nops = 0;
+	__atomic_store_n(&t_timers, 0, __ATOMIC_RELAXED);
+	for (size_t pos = 0, k = 0; pos + 1 < size; pos += 2, k++) {
+		struct tworker *w = &tw[k & 1];
+		if (w->nops < TMAXOPS)
+			w->ops[w->nops++] = data + pos;
+	}
+
+	ST(&t_done, 0);
+	t_bump(&t_gen);          /* go */
+	t_await(&t_done, 0, 2);  /* both done */
+
+	/* Quiescent (but for deadlines): finished cancels ran everything. */
+	for (int i = 0; i < 2; i++) {
+		for (int j = 0; j < TNR; j++) {
+			struct trec *r = &tw[i].recs[j];
+			if (r->src < 0)
+				continue;
+			uint64_t s = LD(&tsrc[r->src]->state_);
+			if ((s & CANCEL__S_CANCELED) && (s & CANCEL__S_DONE))
+				TCHECK(LD(&r->ran) == 1,
+				       "canceled source left a callback unrun");
+		}
+	}
+	for (int i = 0; i < TNS; i++)
+		cancel_source_cancel_after(tsrc[i], CANCEL_NEVER);
+	for (int i = 0; i < 2; i++)
+		for (int j = 0; j < TNR; j++)
+			if (tw[i].recs[j].src != -2)
+				trec_unregister(&tw[i].recs[j]);
+	for (int i = 0; i < TNS; i++) {
+		TCHECK(cancel_source_destroy(tsrc[i]) == 0, "destroy");
+		memset(tsrc[i], 0xa5, sizeof(*tsrc[i]));
+		free(tsrc[i]);
+		tsrc[i] = NULL;
+	}
+	for (int i = 0; i < 2; i++)
+		for (int j = 0; j < TNR; j++)
+			trec_check_idle(&tw[i].recs[j]);
+	if (cancel__test_live_objects() != live0)
+		thr_fail("live objects %ld, expected %ld",
+		         cancel__test_live_objects(), live0);
+	return 0;
+}

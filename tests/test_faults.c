@@ -1,0 +1,673 @@
+/*
+ * Faults: every allocation site failed once, descriptor exhaustion around
+ * every call that may create a descriptor, and EINTR storms at blocked
+ * waits.
+ *
+ * Allocation: cancel__test_fail_alloc(k) fails the k-th allocation from
+ * now; k = 1, 2, ... until the operation succeeds without a failure. Each
+ * failure must be ENOMEM with the object still usable and nothing leaked
+ * (cancel__test_live_objects()).
+ *
+ * Descriptors: RLIMIT_NOFILE is lowered to the lowest free descriptor, so
+ * the next eventfd/pipe/pidfd/accept fails with EMFILE. The call must
+ * report EMFILE (EAGAIN where the contract says so: starting the library
+ * thread), leave the descriptor table as it was, and succeed once the limit
+ * is lifted. The library thread is one per process, so the tests of its
+ * start run in a forked child, where fork() resets it.
+ *
+ * EINTR: a SIGUSR1 handler installed without SA_RESTART, and a thread
+ * sending SIGUSR1 every ~100 us to a thread blocked for 100 ms in each
+ * wait: no early return, overrun under 50 ms.
+ */
+/* ctest: TIMING TIMEOUT 120 LABELS faults */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "cancel.h"
+#include "internal.h"
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ */
+/* Allocation failures                                                */
+/* ------------------------------------------------------------------ */
+
+static void
+count_fn(void *arg)
+{
+	__atomic_fetch_add((int *)arg, 1, __ATOMIC_RELAXED);
+}
+
+/* The source behaves as a fresh one: cancel runs a callback, destroy 0. */
+static void
+assert_usable(struct cancel_source *s)
+{
+	struct cancel_callback cb = CANCEL_CALLBACK_INITIALIZER;
+	int ran = 0;
+	assert_false(cancel_token_is_canceled(cancel_source_token(s)));
+	assert_true(cancel_callback_register(&cb, count_fn, &ran,
+	                                     cancel_source_token(s)));
+	assert_true(cancel_source_cancel(s));
+	assert_int_equal(ran, 1);
+	assert_false(cancel_callback_unregister(&cb));
+	assert_int_equal(cancel_source_destroy(s), 0);
+}
+
+static void
+init_linked_fails_each_allocation_with_enomem(void **state)
+{
+	(void)state;
+	struct cancel_source p[3];
+	for (int i = 0; i < 3; i++)
+		cancel_source_init(&p[i]);
+	cancel_token toks[4] = {
+		cancel_source_token(&p[0]), CANCEL_TOKEN_NONE,
+		cancel_source_token(&p[1]), cancel_source_token(&p[2])};
+	long live0 = cancel__test_live_objects();
+	int failed = 0;
+
+	for (long k = 1;; k++) {
+		struct cancel_source child;
+		memset(&child, 0x5a, sizeof(child));
+		long allocs = cancel__test_alloc_count();
+		cancel__test_fail_alloc(k);
+		int rc = cancel_source_init_linked(&child, toks, 4);
+		cancel__test_fail_alloc(0);
+		if (rc == ENOMEM) {
+			failed++;
+			/* Nothing linked: the parents have no child. */
+			for (int i = 0; i < 3; i++)
+				assert_int_equal(p[i].children_, 0);
+			assert_int_equal(cancel__test_live_objects(), live0);
+			/* Left as after cancel_source_init(). */
+			assert_usable(&child);
+			assert_true(k < 100);
+			continue;
+		}
+		assert_int_equal(rc, 0);
+		assert_true(cancel__test_alloc_count() > allocs);
+		/* Linked to every parent: the last one cancels it. */
+		assert_true(cancel_source_cancel_with(&p[2], 42));
+		cancel_token ct = cancel_source_token(&child);
+		assert_int_equal(cancel_token_reason(ct), 42);
+		assert_int_equal(cancel_source_destroy(&child), 0);
+		break;
+	}
+	fprintf(stderr, "faults: init_linked: %d allocation site(s) failed\n",
+	        failed);
+	assert_true(failed >= 1);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(cancel_source_destroy(&p[i]), 0);
+	assert_int_equal(cancel__test_live_objects(), live0);
+}
+
+#define MANY_FDS 40
+
+static void
+poll_with_many_fds_fails_every_allocation_with_enomem(void **state)
+{
+	(void)state;
+	int pfd[2];
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	int fds0 = tu_fd_count();
+	long live0 = cancel__test_live_objects();
+	struct cancel_source s = CANCEL_SOURCE_INITIALIZER;
+	struct pollfd fds[MANY_FDS];
+	int failed = 0;
+
+	for (long k = 1;; k++) {
+		for (int i = 0; i < MANY_FDS; i++)
+			fds[i] = (struct pollfd){.fd = pfd[0], .events = POLLIN,
+			                         .revents = -1};
+		struct timespec past = cancel_deadline_in(0);
+		cancel__test_fail_alloc(k);
+		int rc = cancel_poll(fds, MANY_FDS, &past,
+		                     cancel_source_token(&s));
+		cancel__test_fail_alloc(0);
+		if (rc == ENOMEM) {
+			failed++;
+			assert_true(k < 100);
+			continue;
+		}
+		assert_int_equal(rc, ETIMEDOUT);
+		break;
+	}
+	fprintf(stderr, "faults: cancel_poll: %d allocation site(s) failed\n",
+	        failed);
+	assert_true(failed >= 1);
+	/* Still usable: a ready descriptor is reported, cancel wins. */
+	assert_int_equal(write(pfd[1], "x", 1), 1);
+	assert_int_equal(cancel_poll(fds, MANY_FDS, NULL,
+	                             cancel_source_token(&s)),
+	                 0);
+	assert_true(fds[MANY_FDS - 1].revents & POLLIN);
+	cancel_source_cancel(&s);
+	assert_int_equal(cancel_poll(fds, MANY_FDS, NULL,
+	                             cancel_source_token(&s)),
+	                 ECANCELED);
+	assert_int_equal(cancel_source_destroy(&s), 0);
+	assert_int_equal(cancel__test_live_objects(), live0);
+	assert_int_equal(tu_fd_count(), fds0);
+	close(pfd[0]);
+	close(pfd[1]);
+}
+
+/* ------------------------------------------------------------------ */
+/* Descriptor exhaustion                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * tests/analysis/run_valgrind.sh sets CANCEL_UNDER_VALGRIND: memcheck
+ * keeps descriptors of its own near the limit, may lack pidfd_open and
+ * runs 20-50 times slower, so the descriptor and EINTR tests say nothing
+ * there (ASan and TSan run them). The allocation tests still run.
+ */
+static bool
+skip_under_valgrind(void)
+{
+	const char *e = getenv("CANCEL_UNDER_VALGRIND");
+	if (e != NULL && *e == '1') {
+		fprintf(stderr, "faults: skipped under valgrind\n");
+		return true;
+	}
+	return false;
+}
+
+#define SKIP_UNDER_VALGRIND()                                                \
+	do {                                                                 \
+		if (skip_under_valgrind()) {                                 \
+			skip();                                              \
+			return;                                              \
+		}                                                            \
+	} while (0)
+
+static struct rlimit saved_limit;
+
+/* Make the next new descriptor fail with EMFILE. */
+static void
+exhaust_fds(void)
+{
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved_limit), 0);
+	int lowest = dup(0);
+	assert_true(lowest >= 0);
+	close(lowest);
+	struct rlimit lim = saved_limit;
+	lim.rlim_cur = (rlim_t)lowest;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	assert_int_equal(dup(0), -1);
+	assert_int_equal(errno, EMFILE);
+}
+
+static void
+lift_fds(void)
+{
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved_limit), 0);
+}
+
+static void
+token_fd_reports_emfile_and_recovers(void **state)
+{
+	(void)state;
+	SKIP_UNDER_VALGRIND();
+	int fds0 = tu_fd_count();
+	long live0 = cancel__test_live_objects();
+	struct cancel_source s = CANCEL_SOURCE_INITIALIZER;
+	int fd = -1;
+	exhaust_fds();
+	errno = 1234;
+	int rc = cancel_token_fd(cancel_source_token(&s), &fd);
+	int e = errno;
+	lift_fds();
+	assert_int_equal(rc, EMFILE);
+	assert_int_equal(e, 1234);
+	assert_int_equal(tu_fd_count(), fds0);
+	assert_int_equal(cancel__test_live_objects(), live0);
+	/* Later success, and the descriptor works. */
+	assert_int_equal(cancel_token_fd(cancel_source_token(&s), &fd), 0);
+	assert_true(fd >= 0);
+	cancel_source_cancel(&s);
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	assert_int_equal(poll(&p, 1, 1000), 1);
+	assert_int_equal(cancel_source_destroy(&s), 0);
+	assert_int_equal(tu_fd_count(), fds0);
+	assert_int_equal(cancel__test_live_objects(), live0);
+}
+
+static void
+poll_reports_emfile_and_recovers(void **state)
+{
+	(void)state;
+	SKIP_UNDER_VALGRIND();
+	int pfd[2];
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	int fds0 = tu_fd_count();
+	long live0 = cancel__test_live_objects();
+	struct cancel_source s = CANCEL_SOURCE_INITIALIZER;
+	struct pollfd p = {.fd = pfd[0], .events = POLLIN};
+	struct timespec dl = cancel_deadline_in(1000000);
+	exhaust_fds();
+	int rc = cancel_poll(&p, 1, &dl, cancel_source_token(&s));
+	lift_fds();
+	assert_int_equal(rc, EMFILE);
+	assert_int_equal(tu_fd_count(), fds0);
+	assert_int_equal(cancel__test_live_objects(), live0);
+	dl = cancel_deadline_in(1000000);
+	assert_int_equal(cancel_poll(&p, 1, &dl, cancel_source_token(&s)),
+	                 ETIMEDOUT);
+	assert_int_equal(cancel_source_destroy(&s), 0);
+	assert_int_equal(tu_fd_count(), fds0);
+	close(pfd[0]);
+	close(pfd[1]);
+}
+
+static void
+read_reports_emfile_and_consumes_nothing(void **state)
+{
+	(void)state;
+	SKIP_UNDER_VALGRIND();
+	int pfd[2];
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	int fds0 = tu_fd_count();
+	struct cancel_source s = CANCEL_SOURCE_INITIALIZER;
+	char buf[8];
+	size_t done = 99;
+	struct timespec dl = cancel_deadline_in(1000000);
+	exhaust_fds();
+	int rc = cancel_read(pfd[0], buf, sizeof(buf), &done, &dl,
+	                     cancel_source_token(&s));
+	lift_fds();
+	assert_int_equal(rc, EMFILE);
+	assert_int_equal(done, 0);
+	assert_int_equal(tu_fd_count(), fds0);
+	assert_int_equal(write(pfd[1], "ab", 2), 2);
+	dl = cancel_deadline_in(1000000000);
+	assert_int_equal(cancel_read(pfd[0], buf, sizeof(buf), &done, &dl,
+	                             cancel_source_token(&s)),
+	                 0);
+	assert_int_equal(done, 2);
+	assert_int_equal(cancel_source_destroy(&s), 0);
+	assert_int_equal(tu_fd_count(), fds0);
+	close(pfd[0]);
+	close(pfd[1]);
+}
+
+static void
+accept_reports_emfile_and_keeps_the_connection(void **state)
+{
+	(void)state;
+	SKIP_UNDER_VALGRIND();
+	int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(ls >= 0);
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t alen = sizeof(a);
+	assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(ls, 4), 0);
+	assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &alen), 0);
+	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(c >= 0);
+	assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof(a)), 0);
+	int fds0 = tu_fd_count();
+	struct cancel_source s = CANCEL_SOURCE_INITIALIZER;
+	int conn = -1;
+	struct timespec dl = cancel_deadline_in(1000000000);
+	/* With and without the token's descriptor already made. */
+	for (int round = 0; round < 2; round++) {
+		cancel_token tok = round == 0 ? CANCEL_TOKEN_NONE
+		                              : cancel_source_token(&s);
+		exhaust_fds();
+		int rc = cancel_accept(ls, &conn, NULL, NULL, &dl, tok);
+		lift_fds();
+		assert_int_equal(rc, EMFILE);
+		assert_int_equal(tu_fd_count(), fds0);
+	}
+	assert_int_equal(cancel_accept(ls, &conn, NULL, NULL, &dl,
+	                               cancel_source_token(&s)),
+	                 0);
+	assert_true(conn >= 0);
+	assert_true(fcntl(conn, F_GETFD) & FD_CLOEXEC);
+	close(conn);
+	assert_int_equal(cancel_source_destroy(&s), 0);
+	assert_int_equal(tu_fd_count(), fds0);
+	close(c);
+	close(ls);
+}
+
+static void
+waitpid_reports_emfile_and_recovers(void **state)
+{
+	(void)state;
+	SKIP_UNDER_VALGRIND();
+	int go[2];
+	assert_int_equal(pipe2(go, O_CLOEXEC), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char b;
+		close(go[1]);
+		while (read(go[0], &b, 1) < 0 && errno == EINTR)
+			;
+		_exit(7);
+	}
+	close(go[0]);
+	int fds0 = tu_fd_count();
+	struct cancel_source s = CANCEL_SOURCE_INITIALIZER;
+	int st = 0;
+	for (int round = 0; round < 2; round++) {
+		cancel_token tok = round == 0 ? CANCEL_TOKEN_NONE
+		                              : cancel_source_token(&s);
+		struct timespec dl = cancel_deadline_in(20000000);
+		exhaust_fds();
+		int rc = cancel_waitpid(pid, &st, &dl, tok);
+		lift_fds();
+		assert_int_equal(rc, EMFILE);
+		assert_int_equal(tu_fd_count(), fds0);
+	}
+	/* The child is still ours to reap. */
+	close(go[1]);
+	struct timespec dl = cancel_deadline_in(5000000000ull);
+	assert_int_equal(cancel_waitpid(pid, &st, &dl,
+	                                cancel_source_token(&s)),
+	                 0);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 7);
+	assert_int_equal(cancel_source_destroy(&s), 0);
+	assert_int_equal(tu_fd_count(), fds0 - 1); /* go[1] closed above */
+}
+
+/*
+ * The library thread's start, in a fresh child process (fork resets the
+ * thread). @which: 0 cond_wait, 1 cancel_after, 2 signal_prepare.
+ * Returns the child's exit code: 0 when every check held.
+ */
+static int
+lt_start_child(int which)
+{
+	struct rlimit old;
+	if (getrlimit(RLIMIT_NOFILE, &old) != 0)
+		return 10;
+	int fds0 = tu_fd_count();
+	int lowest = dup(0);
+	if (lowest < 0)
+		return 11;
+	close(lowest);
+	struct rlimit lim = old;
+	lim.rlim_cur = (rlim_t)lowest;
+	if (setrlimit(RLIMIT_NOFILE, &lim) != 0)
+		return 12;
+
+	struct cancel_source s = CANCEL_SOURCE_INITIALIZER;
+	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+	struct timespec dl = cancel_deadline_in(20000000);
+	int rc;
+	switch (which) {
+	case 0:
+		pthread_mutex_lock(&mu);
+		rc = cancel_cond_wait(&cv, &mu, &dl, cancel_source_token(&s));
+		pthread_mutex_unlock(&mu);
+		break;
+	case 1:
+		rc = cancel_source_cancel_after(&s, 1000000);
+		break;
+	default:
+		rc = cancel_signal_prepare();
+		break;
+	}
+	if (rc != EAGAIN)
+		return 20;
+	struct timespec t;
+	if (cancel_token_deadline(cancel_source_token(&s), &t))
+		return 21; /* nothing armed */
+	if (setrlimit(RLIMIT_NOFILE, &old) != 0)
+		return 22;
+	if (tu_fd_count() != fds0)
+		return 23;
+
+	/* Lifted: it works, and starts the thread. */
+	dl = cancel_deadline_in(20000000);
+	switch (which) {
+	case 0:
+		pthread_mutex_lock(&mu);
+		do
+			rc = cancel_cond_wait(&cv, &mu, &dl,
+			                      cancel_source_token(&s));
+		while (rc == 0);
+		pthread_mutex_unlock(&mu);
+		if (rc != ETIMEDOUT)
+			return 30;
+		break;
+	case 1:
+		if (cancel_source_cancel_after(&s, 1000000) != 0)
+			return 31;
+		if (cancel_wait(NULL, cancel_source_token(&s)) != ECANCELED)
+			return 32;
+		if (cancel_token_reason(cancel_source_token(&s)) != ETIMEDOUT)
+			return 33;
+		break;
+	default:
+		if (cancel_signal_prepare() != 0)
+			return 34;
+		break;
+	}
+	if (cancel_source_destroy(&s) != 0)
+		return 40;
+	return 0;
+}
+
+static void
+run_lt_child(int which)
+{
+	SKIP_UNDER_VALGRIND();
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(lt_start_child(which));
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0)
+		assert_int_equal(errno, EINTR);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) != 0)
+		fprintf(stderr, "faults: library-thread child %d failed check "
+		                "%d\n",
+		        which, WEXITSTATUS(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void
+cond_wait_eagain_when_library_thread_cannot_start(void **state)
+{
+	(void)state;
+	run_lt_child(0);
+}
+
+static void
+cancel_after_eagain_when_library_thread_cannot_start(void **state)
+{
+	(void)state;
+	run_lt_child(1);
+}
+
+static void
+signal_prepare_eagain_when_library_thread_cannot_start(void **state)
+{
+	(void)state;
+	run_lt_child(2);
+}
+
+/* ------------------------------------------------------------------ */
+/* EINTR storms                                                       */
+/* ------------------------------------------------------------------ */
+
+#define STORM_WAIT_NS 100000000ull /* 100 ms */
+#define OVERRUN_NS 50000000ull     /* 50 ms */
+
+static int signals_seen;
+
+static void
+on_usr1(int signo)
+{
+	(void)signo;
+	__atomic_fetch_add(&signals_seen, 1, __ATOMIC_RELAXED);
+}
+
+struct storm {
+	pthread_t target;
+	int stop;
+	long sent;
+};
+
+static void *
+storm_main(void *arg)
+{
+	struct storm *st = arg;
+	struct timespec gap = {0, 100000};
+	while (!__atomic_load_n(&st->stop, __ATOMIC_ACQUIRE)) {
+		pthread_kill(st->target, SIGUSR1);
+		st->sent++;
+		nanosleep(&gap, NULL);
+	}
+	return NULL;
+}
+
+enum storm_call { S_SLEEP, S_WAIT, S_POLL, S_COND };
+
+static void
+storm_at(enum storm_call call)
+{
+	SKIP_UNDER_VALGRIND();
+	struct sigaction sa, old;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr1;
+	sa.sa_flags = 0; /* no SA_RESTART: blocked calls see EINTR */
+	sigemptyset(&sa.sa_mask);
+	assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+
+	struct cancel_source s = CANCEL_SOURCE_INITIALIZER;
+	cancel_token tok = cancel_source_token(&s);
+	int pfd[2];
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+	int spurious = 0;
+
+	__atomic_store_n(&signals_seen, 0, __ATOMIC_RELAXED);
+	struct storm st = {.target = pthread_self()};
+	pthread_t th = tu_spawn(storm_main, &st);
+	/* Let the storm start before blocking. */
+	while (__atomic_load_n(&signals_seen, __ATOMIC_RELAXED) < 3)
+		sched_yield();
+
+	uint64_t t0 = tu_now_ns();
+	struct timespec dl = cancel__ns_to_ts(t0 + STORM_WAIT_NS);
+	int rc;
+	switch (call) {
+	case S_SLEEP:
+		rc = cancel_sleep(STORM_WAIT_NS, tok);
+		assert_int_equal(rc, 0);
+		break;
+	case S_WAIT:
+		rc = cancel_wait(&dl, tok);
+		assert_int_equal(rc, ETIMEDOUT);
+		break;
+	case S_POLL: {
+		struct pollfd p = {.fd = pfd[0], .events = POLLIN};
+		rc = cancel_poll(&p, 1, &dl, tok);
+		assert_int_equal(rc, ETIMEDOUT);
+		break;
+	}
+	default:
+		pthread_mutex_lock(&mu);
+		/* 0 may be spurious (the contract says so): recheck. */
+		while ((rc = cancel_cond_wait(&cv, &mu, &dl, tok)) == 0)
+			spurious++;
+		pthread_mutex_unlock(&mu);
+		assert_int_equal(rc, ETIMEDOUT);
+		break;
+	}
+	uint64_t took = tu_now_ns() - t0;
+	__atomic_store_n(&st.stop, 1, __ATOMIC_RELEASE);
+	tu_join(th);
+	int seen = __atomic_load_n(&signals_seen, __ATOMIC_RELAXED);
+	fprintf(stderr,
+	        "faults: storm %d: %d signals (%ld sent), took %.1f ms, "
+	        "%d spurious wake-ups\n",
+	        (int)call, seen, st.sent, (double)took / 1e6, spurious);
+	assert_true(took >= STORM_WAIT_NS);
+	assert_true(took < STORM_WAIT_NS + OVERRUN_NS);
+	/* The storm really hit the blocked call. */
+	assert_true(seen >= 20);
+
+	assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+	assert_int_equal(cancel_source_destroy(&s), 0);
+	close(pfd[0]);
+	close(pfd[1]);
+}
+
+static void
+sleep_under_eintr_storm_keeps_its_time(void **state)
+{
+	(void)state;
+	storm_at(S_SLEEP);
+}
+
+static void
+wait_under_eintr_storm_keeps_its_deadline(void **state)
+{
+	(void)state;
+	storm_at(S_WAIT);
+}
+
+static void
+poll_under_eintr_storm_keeps_its_deadline(void **state)
+{
+	(void)state;
+	storm_at(S_POLL);
+}
+
+static void
+cond_wait_under_eintr_storm_keeps_deadline(void **state)
+{
+	(void)state;
+	storm_at(S_COND);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(init_linked_fails_each_allocation_with_enomem),
+		cmocka_unit_test(
+		    poll_with_many_fds_fails_every_allocation_with_enomem),
+		cmocka_unit_test(token_fd_reports_emfile_and_recovers),
+		cmocka_unit_test(poll_reports_emfile_and_recovers),
+		cmocka_unit_test(read_reports_emfile_and_consumes_nothing),
+		cmocka_unit_test(
+		    accept_reports_emfile_and_keeps_the_connection),
+		cmocka_unit_test(waitpid_reports_emfile_and_recovers),
+		cmocka_unit_test(
+		    cond_wait_eagain_when_library_thread_cannot_start),
+		cmocka_unit_test(
+		    cancel_after_eagain_when_library_thread_cannot_start),
+		cmocka_unit_test(
+		    signal_prepare_eagain_when_library_thread_cannot_start),
+		cmocka_unit_test(sleep_under_eintr_storm_keeps_its_time),
+		cmocka_unit_test(wait_under_eintr_storm_keeps_its_deadline),
+		cmocka_unit_test(poll_under_eintr_storm_keeps_its_deadline),
+		cmocka_unit_test(cond_wait_under_eintr_storm_keeps_deadline),
+	};
+	return cmocka_run_group_tests_name("faults", tests, NULL, NULL);
+}
