@@ -54,7 +54,7 @@ cancel__register(struct cancel_callback *cb, cancel_fn fn, void *arg,
 	cb->arg_ = arg;
 	cb->next_ = NULL;
 	cb->prev_ = NULL;
-	cb->spare_ = 0;
+	st_relaxed(&cb->spare_, 0u); /* no released-list stamp */
 	if (src == NULL) {
 		st_relaxed(&cb->src_, NULL);
 		st_relaxed(&cb->state_, CB_ON_NONE | flags);
@@ -130,13 +130,17 @@ static struct wait_rec *graph;
 static pthread_cond_t graph_cv = PTHREAD_COND_INITIALIZER;
 static struct cancel__frame *released;
 static unsigned released_count;
+/* Stamps tell a released callback from a new one at the same address
+ * (freed by its fn and registered again): the pair must match. */
+static uint32_t released_stamp;
 
 /* Under graph_mu: the frame whose released callback is @cb, or NULL. */
 static struct cancel__frame *
 released_find(const struct cancel_callback *cb)
 {
+	uint32_t stamp = ld_relaxed(&cb->spare_);
 	for (struct cancel__frame *f = released; f != NULL; f = f->rel_next)
-		if (f->released_cb == cb)
+		if (f->released_cb == cb && f->rel_stamp == stamp)
 			return f;
 	return NULL;
 }
@@ -145,6 +149,10 @@ static void
 released_add(struct cancel__frame *f, struct cancel_callback *cb)
 {
 	pthread_mutex_lock(&graph_mu);
+	if (++released_stamp == 0)
+		released_stamp = 1;
+	f->rel_stamp = released_stamp;
+	st_relaxed(&cb->spare_, released_stamp);
 	f->released_cb = cb;
 	f->rel_next = released;
 	released = f;

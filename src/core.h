@@ -25,6 +25,7 @@ struct cancel__frame {
 	 * source: released_cb is that callback, rel_next the list link. */
 	struct cancel_callback *released_cb;
 	struct cancel__frame *rel_next;
+	uint32_t rel_stamp;           /* also in released_cb->spare_ */
 };
 
 /*

@@ -120,6 +120,14 @@ check callback_broken_lock_before_cas safety fail
 check callback_limit_cross_unregister safety fail
 check callback_limit_cross_unregister safety ok -DTRY
 check callback_limit_cross_unregister safety ok -DCYCLE_BREAK
+check callback_release safety ok
+check callback_release safety ok -DFREE
+check callback_release_broken_clear_first safety fail
+check callback_release_broken_touch_cb safety fail
+check callback_release_flaw_aba safety fail
+check callback_release_flaw_aba safety fail -DNO_TRY
+check callback_release_flaw_aba safety ok -DSTAMP
+check callback_release_flaw_aba safety ok -DNO_TRY -DSTAMP
 
 # cancellable condition wait (src/wrap_cond.c)
 check condwait safety ok
