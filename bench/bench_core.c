@@ -63,15 +63,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BENCH_ESCAPE(p) __asm__ __volatile__("" : : "r"(p) : "memory")
-#define BENCH_CLOBBER() __asm__ __volatile__("" : : : "memory")
-#define BENCH_USE(x) __asm__ __volatile__("" : : "r"(x))
-#define BENCH_LAUNDER(p) __asm__ __volatile__("" : "+r"(p))
-/*
- * Objects a loop works on start a cache line, in every column, so no row
- * pays for a line split that another does not.
- */
-#define BENCH_ALIGNED _Alignas(64)
+#include "bench_util.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define bench_pause() __builtin_ia32_pause()
@@ -81,36 +73,6 @@
 
 typedef void (*kernel_fn)(uint64_t n, unsigned arg);
 typedef void (*loop_fn)(void *ctx, uint64_t n);
-
-/* Shared with the peers (declared again in their files). */
-void bench_begin(void);
-void bench_end(void);
-size_t bench_batch(unsigned ncb);
-
-#ifdef BENCH_HAVE_STDSTOP
-void bstd_check(uint64_t n, unsigned arg);
-void bstd_reg(uint64_t n, unsigned arg);
-void bstd_source(uint64_t n, unsigned arg);
-void bstd_cancel(uint64_t n, unsigned ncb);
-void bstd_linked(uint64_t n, unsigned arg);
-void *bstd_shared_new(void);
-void bstd_reg_loop(void *ctx, uint64_t n);
-void bstd_shared_free(void *ctx);
-size_t bstd_sizeof_source(void);
-size_t bstd_sizeof_callback(void);
-const char *bstd_compiler(void);
-#endif
-
-#ifdef BENCH_HAVE_GLIB
-void bglib_check(uint64_t n, unsigned arg);
-void bglib_reg(uint64_t n, unsigned arg);
-void bglib_source(uint64_t n, unsigned arg);
-void bglib_cancel(uint64_t n, unsigned ncb);
-void *bglib_shared_new(void);
-void bglib_reg_loop(void *ctx, uint64_t n);
-void bglib_shared_free(void *ctx);
-const char *bglib_version(void);
-#endif
 
 /* ------------------------------------------------------------------ */
 /* Counting allocations and libcancel's system calls                  */

@@ -4,29 +4,14 @@
  * bench_core.c calls the kernels below and owns the clock (bench_begin/
  * bench_end wrap only the timed part; setup and teardown stay outside).
  *
- * Keeping the work alive: BENCH_ESCAPE(p) is an empty asm that takes p and
- * clobbers memory; BENCH_USE(x) makes a result live (see bench_core.c).
+ * Keeping the work alive: BENCH_ESCAPE(p) and BENCH_USE(x), see
+ * bench_util.h.
  */
 #include <gio/gio.h>
 #include <stdint.h>
 #include <stdlib.h>
 
-#define BENCH_ESCAPE(p) __asm__ __volatile__("" : : "r"(p) : "memory")
-#define BENCH_CLOBBER() __asm__ __volatile__("" : : : "memory")
-#define BENCH_USE(x) __asm__ __volatile__("" : : "r"(x))
-
-void bench_begin(void);
-void bench_end(void);
-size_t bench_batch(unsigned ncb);
-
-void bglib_check(uint64_t n, unsigned arg);
-void bglib_reg(uint64_t n, unsigned arg);
-void bglib_source(uint64_t n, unsigned arg);
-void bglib_cancel(uint64_t n, unsigned ncb);
-void *bglib_shared_new(void);
-void bglib_reg_loop(void *ctx, uint64_t n);
-void bglib_shared_free(void *ctx);
-const char *bglib_version(void);
+#include "bench_util.h"
 
 static long counter;
 

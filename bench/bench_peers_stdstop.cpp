@@ -5,10 +5,8 @@
  * extern "C" kernels below and owns the clock (bench_begin/bench_end wrap
  * only the timed part of each kernel; setup and teardown stay outside).
  *
- * Keeping the work alive: BENCH_ESCAPE(p) is an empty asm that takes p and
- * clobbers memory, so the compiler must assume p's object (and whatever it
- * points to, heap state included) is read and written there: nothing can be
- * deleted, merged or hoisted across it. BENCH_USE(x) makes a result live.
+ * Keeping the work alive: BENCH_ESCAPE(p) and BENCH_USE(x), see
+ * bench_util.h (a C header with extern "C" guards).
  */
 #include <cstddef>
 #include <cstdint>
@@ -16,30 +14,7 @@
 #include <stop_token>
 #include <vector>
 
-#define BENCH_ESCAPE(p) __asm__ __volatile__("" : : "r"(p) : "memory")
-#define BENCH_CLOBBER() __asm__ __volatile__("" : : : "memory")
-#define BENCH_USE(x) __asm__ __volatile__("" : : "r"(x))
-#define BENCH_LAUNDER(p) __asm__ __volatile__("" : "+r"(p))
-/* Objects a loop works on start a cache line (as in bench_core.c). */
-#define BENCH_ALIGNED alignas(64)
-
-extern "C" {
-void bench_begin(void);
-void bench_end(void);
-size_t bench_batch(unsigned ncb);
-
-void bstd_check(uint64_t n, unsigned arg);
-void bstd_reg(uint64_t n, unsigned arg);
-void bstd_source(uint64_t n, unsigned arg);
-void bstd_cancel(uint64_t n, unsigned ncb);
-void bstd_linked(uint64_t n, unsigned arg);
-void *bstd_shared_new(void);
-void bstd_reg_loop(void *ctx, uint64_t n);
-void bstd_shared_free(void *ctx);
-size_t bstd_sizeof_source(void);
-size_t bstd_sizeof_callback(void);
-const char *bstd_compiler(void);
-}
+#include "bench_util.h"
 
 namespace {
 

@@ -87,4 +87,25 @@ replay_random(replay_fn fn, unsigned seed, long n, size_t maxlen)
 	return n;
 }
 
+/* A replay test's whole run: the corpus directory @corpus (located from
+ * @test_file), then @nrand random inputs of up to @maxlen bytes from @seed
+ * (CANCEL_FUZZ_RANDOM overrides @nrand); one summary line labelled @name
+ * goes to stderr. Returns the number of corpus files fed, -1 if the
+ * directory cannot be read. */
+static long
+replay_run(const char *name, const char *test_file, const char *corpus,
+           replay_fn fn, long nrand, unsigned seed, size_t maxlen)
+{
+	char dir[4096];
+	replay_corpus_dir(dir, sizeof(dir), test_file, corpus);
+	long files = replay_dir(dir, fn);
+	const char *e = getenv("CANCEL_FUZZ_RANDOM");
+	if (e != NULL && *e != '\0')
+		nrand = strtol(e, NULL, 0);
+	long randoms = replay_random(fn, seed, nrand, maxlen);
+	fprintf(stderr, "%s: %ld corpus files from %s, %ld random inputs\n",
+	        name, files, dir, randoms);
+	return files;
+}
+
 #endif /* CANCEL_FUZZ_REPLAY_H */

@@ -101,6 +101,58 @@ wait_ready(int fd, short events, const struct timespec *deadline,
 	return 0;
 }
 
+/*
+ * The step before each attempt: the readiness wait when @need_poll, then
+ * the token. It is checked right before the attempt, so ECANCELED consumes
+ * nothing and wins over readiness seen together with it. Returns 0 to go
+ * on with the attempt, else wait_ready's error or ECANCELED.
+ */
+static int
+wait_then_check(bool need_poll, int fd, short events,
+                const struct timespec *deadline, cancel_token tok)
+{
+	if (need_poll) {
+		int rc = wait_ready(fd, events, deadline, tok);
+		if (rc != 0)
+			return rc;
+	}
+	if (cancel_token_is_canceled(tok))
+		return ECANCELED;
+	return 0;
+}
+
+/*
+ * The checks every descriptor call makes after its own argument checks:
+ * EBADF for a negative @fd, then the deadline's own error (EINVAL).
+ */
+static int
+check_fd_deadline(int fd, const struct timespec *deadline)
+{
+	uint64_t dl_ns;
+	if (fd < 0)
+		return EBADF;
+	return cancel__deadline_ns(deadline, &dl_ns);
+}
+
+/*
+ * The argument checks cancel_read and cancel_write share, in this order:
+ * *@done cleared, EINVAL without @done or a buffer, check_fd_deadline,
+ * then the descriptor classified into @io.
+ */
+static int
+io_begin(int fd, const void *buf, size_t len, size_t *done,
+         const struct timespec *deadline, struct io_fd *io)
+{
+	if (done != NULL)
+		*done = 0;
+	if (done == NULL || (buf == NULL && len > 0))
+		return EINVAL;
+	int rc = check_fd_deadline(fd, deadline);
+	if (rc != 0)
+		return rc;
+	return io_classify(fd, io);
+}
+
 /* Whether the next attempt must be preceded by a readiness wait. */
 static bool
 poll_first(const struct io_fd *io)
@@ -153,40 +205,16 @@ cancel_read(int fd, void *buf, size_t len, size_t *done,
 	CANCEL_ERRNO_SAVE();
 	int oldstate;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &oldstate);
-	int rc;
-	uint64_t dl_ns;
 	struct io_fd io;
-
-	if (done != NULL)
-		*done = 0;
-	if (done == NULL || (buf == NULL && len > 0)) {
-		rc = EINVAL;
-		goto out;
-	}
-	if (fd < 0) {
-		rc = EBADF;
-		goto out;
-	}
-	rc = cancel__deadline_ns(deadline, &dl_ns);
-	if (rc != 0)
-		goto out;
-	rc = io_classify(fd, &io);
+	int rc = io_begin(fd, buf, len, done, deadline, &io);
 	if (rc != 0)
 		goto out;
 
 	bool need_poll = poll_first(&io) && len > 0;
 	for (;;) {
-		if (need_poll) {
-			rc = wait_ready(fd, POLLIN, deadline, tok);
-			if (rc != 0)
-				goto out;
-		}
-		/* Checked right before the attempt: ECANCELED consumes
-		 * nothing, and wins over readiness seen together with it. */
-		if (cancel_token_is_canceled(tok)) {
-			rc = ECANCELED;
+		rc = wait_then_check(need_poll, fd, POLLIN, deadline, tok);
+		if (rc != 0)
 			goto out;
-		}
 		if (len == 0)
 			goto out; /* nothing to read: never block for it */
 		ssize_t n = read_once(&io, buf, len);
@@ -259,27 +287,11 @@ cancel_write(int fd, const void *buf, size_t len, size_t *done,
 	CANCEL_ERRNO_SAVE();
 	int oldstate;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &oldstate);
-	int rc;
-	uint64_t dl_ns;
 	struct io_fd io;
 	struct sigpipe_guard guard = { .active = false };
 	bool got_epipe = false;
 	size_t total = 0;
-
-	if (done != NULL)
-		*done = 0;
-	if (done == NULL || (buf == NULL && len > 0)) {
-		rc = EINVAL;
-		goto out;
-	}
-	if (fd < 0) {
-		rc = EBADF;
-		goto out;
-	}
-	rc = cancel__deadline_ns(deadline, &dl_ns);
-	if (rc != 0)
-		goto out;
-	rc = io_classify(fd, &io);
+	int rc = io_begin(fd, buf, len, done, deadline, &io);
 	if (rc != 0)
 		goto out;
 	if (io.fifo && len > 0)
@@ -288,15 +300,10 @@ cancel_write(int fd, const void *buf, size_t len, size_t *done,
 	const unsigned char *p = buf;
 	bool need_poll = poll_first(&io);
 	for (;;) {
-		if (need_poll && total < len) {
-			rc = wait_ready(fd, POLLOUT, deadline, tok);
-			if (rc != 0)
-				goto out;
-		}
-		if (cancel_token_is_canceled(tok)) {
-			rc = ECANCELED;
+		rc = wait_then_check(need_poll && total < len, fd, POLLOUT,
+		                     deadline, tok);
+		if (rc != 0)
 			goto out;
-		}
 		if (total == len) {
 			rc = 0;
 			goto out;
@@ -358,18 +365,13 @@ cancel_accept(int fd, int *conn, struct sockaddr *addr, socklen_t *alen,
 	int oldstate;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &oldstate);
 	int rc;
-	uint64_t dl_ns;
 
 	if (conn == NULL || (addr != NULL && alen == NULL)) {
 		rc = EINVAL;
 		goto out;
 	}
 	*conn = -1;
-	if (fd < 0) {
-		rc = EBADF;
-		goto out;
-	}
-	rc = cancel__deadline_ns(deadline, &dl_ns);
+	rc = check_fd_deadline(fd, deadline);
 	if (rc != 0)
 		goto out;
 	int fl = fcntl(fd, F_GETFL);
@@ -386,15 +388,9 @@ cancel_accept(int fd, int *conn, struct sockaddr *addr, socklen_t *alen,
 	bool need_poll = (fl & O_NONBLOCK) == 0;
 	socklen_t alen0 = alen != NULL ? *alen : 0;
 	for (;;) {
-		if (need_poll) {
-			rc = wait_ready(fd, POLLIN, deadline, tok);
-			if (rc != 0)
-				goto out;
-		}
-		if (cancel_token_is_canceled(tok)) {
-			rc = ECANCELED;
+		rc = wait_then_check(need_poll, fd, POLLIN, deadline, tok);
+		if (rc != 0)
 			goto out;
-		}
 		if (alen != NULL)
 			*alen = alen0;
 		/* Close-on-exec; otherwise the kernel's default flags. */
@@ -424,7 +420,6 @@ cancel_connect(int fd, const struct sockaddr *addr, socklen_t alen,
 	int oldstate;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &oldstate);
 	int rc;
-	uint64_t dl_ns;
 	int fl = -1;
 	bool restore = false;
 
@@ -432,11 +427,7 @@ cancel_connect(int fd, const struct sockaddr *addr, socklen_t alen,
 		rc = EINVAL;
 		goto out;
 	}
-	if (fd < 0) {
-		rc = EBADF;
-		goto out;
-	}
-	rc = cancel__deadline_ns(deadline, &dl_ns);
+	rc = check_fd_deadline(fd, deadline);
 	if (rc != 0)
 		goto out;
 	if (cancel_token_is_canceled(tok)) {
@@ -477,13 +468,9 @@ cancel_connect(int fd, const struct sockaddr *addr, socklen_t alen,
 		rc = errno;
 		goto out;
 	}
-	rc = wait_ready(fd, POLLOUT, deadline, tok);
+	rc = wait_then_check(true, fd, POLLOUT, deadline, tok);
 	if (rc != 0)
 		goto out;
-	if (cancel_token_is_canceled(tok)) {
-		rc = ECANCELED;
-		goto out;
-	}
 	int err = 0;
 	socklen_t elen = sizeof(err);
 	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0)
@@ -591,13 +578,9 @@ cancel_waitpid(pid_t pid, int *status, const struct timespec *deadline,
 		goto out;
 	}
 	/* Readable once the child has exited; it stays readable. */
-	rc = wait_ready(pidfd, POLLIN, deadline, tok);
+	rc = wait_then_check(true, pidfd, POLLIN, deadline, tok);
 	if (rc != 0)
 		goto out;
-	if (cancel_token_is_canceled(tok)) {
-		rc = ECANCELED;
-		goto out;
-	}
 	rc = reap_nohang(pid, status);
 	if (rc == EAGAIN) {
 		/*

@@ -16,14 +16,7 @@
 #include "atomic.h"
 #include "cancel.h"
 #include "internal.h"
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+#include "testutil.h"
 
 /* An error-checking mutex: unlock tells whether the caller held it. */
 static void
@@ -139,13 +132,13 @@ cond_wait_returns_ecanceled_with_mutex_held(void **state)
 	pthread_t th;
 	assert_int_equal(pthread_create(&th, NULL, waiter_main, &w), 0);
 	wait_ready(&s, 1);
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	assert_true(cancel_source_cancel(&src));
 	pthread_join(th, NULL);
 	assert_int_equal(w.rc, ECANCELED);
 	assert_true(w.held);
 	assert_int_equal(w.err, 999);
-	assert_true(now_ms() - t0 < 2000);
+	assert_true(tu_now_ms() - t0 < 2000);
 	assert_int_equal(cancel_source_destroy(&src), 0);
 	shared_destroy(&s);
 }
@@ -160,7 +153,7 @@ cond_wait_returns_ecanceled_at_once_if_canceled(void **state)
 	cancel_source_cancel(&src);
 	struct timespec past = {0, 0};
 	pthread_mutex_lock(&s.mu);
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	errno = 71;
 	assert_int_equal(cancel_cond_wait(&s.cv, &s.mu, NULL,
 	                                  cancel_source_token(&src)),
@@ -170,7 +163,7 @@ cond_wait_returns_ecanceled_at_once_if_canceled(void **state)
 	                                  cancel_source_token(&src)),
 	                 ECANCELED);
 	assert_int_equal(errno, 71);
-	assert_true(now_ms() - t0 < 500);
+	assert_true(tu_now_ms() - t0 < 500);
 	assert_int_equal(pthread_mutex_unlock(&s.mu), 0);
 	assert_int_equal(cancel_source_destroy(&src), 0);
 	shared_destroy(&s);
@@ -205,13 +198,13 @@ cond_wait_times_out_on_a_realtime_condvar(void **state)
 	cancel_token toks[2] = {cancel_source_token(&src), CANCEL_TOKEN_NONE};
 	for (int i = 0; i < 2; i++) {
 		pthread_mutex_lock(&s.mu);
-		uint64_t t0 = now_ms();
+		uint64_t t0 = tu_now_ms();
 		struct timespec dl = cancel_deadline_in(100 * 1000000ull);
 		int rc;
 		do {
 			rc = cancel_cond_wait(&s.cv, &s.mu, &dl, toks[i]);
 		} while (rc == 0);
-		uint64_t el = now_ms() - t0;
+		uint64_t el = tu_now_ms() - t0;
 		assert_int_equal(rc, ETIMEDOUT);
 		assert_true(el >= 100);
 		assert_true(el < 2000);
@@ -306,12 +299,12 @@ cancel_racing_the_predicate_check_is_never_lost(void **state)
 		st_release(&r.go, 1);
 		for (volatile int k = 0; k < (round % 200) * 4; k++)
 			;
-		uint64_t t0 = now_ms();
+		uint64_t t0 = tu_now_ms();
 		cancel_source_cancel(&src);
 		pthread_join(th, NULL);
 		/* A lost wake-up would sleep to the 5 s deadline (and still
 		 * report ECANCELED, which beats ETIMEDOUT). */
-		assert_true(now_ms() - t0 < 4000);
+		assert_true(tu_now_ms() - t0 < 4000);
 		assert_int_equal(r.rc, ECANCELED);
 		assert_int_equal(cancel_source_destroy(&src), 0);
 	}
@@ -344,15 +337,7 @@ typedef int (*cond_wait_fn)(pthread_cond_t *, pthread_mutex_t *);
 typedef int (*cond_clockwait_fn)(pthread_cond_t *, pthread_mutex_t *,
                                  clockid_t, const struct timespec *);
 
-#if defined(__SANITIZE_THREAD__)
-#define TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TSAN 1
-#endif
-#endif
-
-#ifdef TSAN
+#ifdef TU_TSAN
 /* The sanitizer's own wrappers: calling them keeps it aware of the wait. */
 extern int __interceptor_pthread_cond_wait(pthread_cond_t *,
                                            pthread_mutex_t *);
@@ -418,13 +403,13 @@ cancel_between_registration_and_sleep_still_wakes(void **state)
 	pthread_t th;
 	assert_int_equal(pthread_create(&th, NULL, holder_main, &h), 0);
 	spin_until(&in_window);
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	assert_true(cancel_source_cancel(&src)); /* waiter holds mu */
 	st_release(&cancel_done, 1);
 	pthread_join(th, NULL);
 	assert_int_equal(h.rc, ECANCELED);
 	/* Woken by the cancel, not by its 5 s deadline. */
-	assert_true(now_ms() - t0 < 4000);
+	assert_true(tu_now_ms() - t0 < 4000);
 	assert_int_equal(cancel_source_destroy(&src), 0);
 	shared_destroy(&s);
 }

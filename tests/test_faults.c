@@ -200,13 +200,7 @@ static struct rlimit saved_limit;
 static void
 exhaust_fds(void)
 {
-	assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved_limit), 0);
-	int lowest = dup(0);
-	assert_true(lowest >= 0);
-	close(lowest);
-	struct rlimit lim = saved_limit;
-	lim.rlim_cur = (rlim_t)lowest;
-	assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	tu_limit_fds(&saved_limit);
 	assert_int_equal(dup(0), -1);
 	assert_int_equal(errno, EMFILE);
 }
@@ -214,7 +208,7 @@ exhaust_fds(void)
 static void
 lift_fds(void)
 {
-	assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved_limit), 0);
+	tu_restore_fd_limit(&saved_limit);
 }
 
 static void
@@ -549,12 +543,9 @@ static void
 storm_at(enum storm_call call)
 {
 	SKIP_UNDER_VALGRIND();
-	struct sigaction sa, old;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_usr1;
-	sa.sa_flags = 0; /* no SA_RESTART: blocked calls see EINTR */
-	sigemptyset(&sa.sa_mask);
-	assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+	struct sigaction old;
+	/* No SA_RESTART: blocked calls see EINTR. */
+	tu_install_handler(SIGUSR1, on_usr1, 0, &old);
 
 	struct cancel_source s = CANCEL_SOURCE_INITIALIZER;
 	cancel_token tok = cancel_source_token(&s);
@@ -611,7 +602,7 @@ storm_at(enum storm_call call)
 	/* The storm really hit the blocked call. */
 	assert_true(seen >= 20);
 
-	assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+	tu_restore_handler(SIGUSR1, &old);
 	assert_int_equal(cancel_source_destroy(&s), 0);
 	close(pfd[0]);
 	close(pfd[1]);

@@ -6,7 +6,6 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -20,18 +19,7 @@
 #include "atomic.h"
 #include "cancel.h"
 #include "internal.h"
-
-static int
-fd_count(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	assert_non_null(d);
-	int n = 0;
-	while (readdir(d) != NULL)
-		n++;
-	closedir(d);
-	return n;
-}
+#include "testutil.h"
 
 static int fds_before;
 static long live_before;
@@ -39,7 +27,7 @@ static long live_before;
 static int
 setup(void **state)
 {
-	fds_before = fd_count();
+	fds_before = tu_fds();
 	live_before = cancel__test_live_objects();
 	return 0;
 }
@@ -47,7 +35,7 @@ setup(void **state)
 static int
 teardown(void **state)
 {
-	assert_int_equal(fd_count(), fds_before);
+	assert_int_equal(tu_fds(), fds_before);
 	assert_int_equal(cancel__test_live_objects(), live_before);
 	return 0;
 }
@@ -133,9 +121,9 @@ destroy_closes_the_fd(void **state)
 	cancel_source_init(&src);
 	int fd = -1;
 	assert_int_equal(cancel_token_fd(cancel_source_token(&src), &fd), 0);
-	assert_true(fd_count() > fds_before);
+	assert_true(tu_fds() > fds_before);
 	assert_int_equal(cancel_source_destroy(&src), 0);
-	assert_int_equal(fd_count(), fds_before);
+	assert_int_equal(tu_fds(), fds_before);
 	assert_int_equal(fcntl(fd, F_GETFD), -1);
 }
 
@@ -187,18 +175,9 @@ concurrent_creation_yields_one_readable_fd(void **state)
 		assert_int_equal(r[0].fd, r[1].fd);
 		assert_true(readable(r[0].fd));
 		assert_int_equal(cancel_source_destroy(&src), 0);
-		assert_int_equal(fd_count(), fds_before);
+		assert_int_equal(tu_fds(), fds_before);
 	}
 	pthread_barrier_destroy(&bar);
-}
-
-static int
-lowest_free_fd(void)
-{
-	int fd = fcntl(0, F_DUPFD_CLOEXEC, 0);
-	assert_true(fd >= 0);
-	close(fd);
-	return fd;
 }
 
 static void
@@ -206,12 +185,8 @@ token_fd_reports_emfile_and_leaks_nothing(void **state)
 {
 	struct cancel_source src;
 	cancel_source_init(&src);
-	struct rlimit old, low;
-	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
-	low = old;
-	low.rlim_cur = (rlim_t)lowest_free_fd();
-	int before = fd_count();
-	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	int before = tu_fds();
+	struct rlimit old, low = tu_limit_fds(&old);
 	int fd = -3;
 	errno = 29;
 	int rc = cancel_token_fd(cancel_source_token(&src), &fd);
@@ -222,12 +197,12 @@ token_fd_reports_emfile_and_leaks_nothing(void **state)
 	int rc2 = strcmp(cancel__backend_name, "pthread") == 0
 	                  ? cancel_token_fd(cancel_source_token(&src), &fd)
 	                  : EMFILE;
-	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	tu_restore_fd_limit(&old);
 	assert_int_equal(rc, EMFILE);
 	assert_int_equal(rc2, EMFILE);
 	assert_int_equal(err, 29);
 	assert_int_equal(fd, -3);
-	assert_int_equal(fd_count(), before);
+	assert_int_equal(tu_fds(), before);
 	assert_int_equal(cancel__test_live_objects(), live_before);
 	assert_int_equal(cancel_token_fd(cancel_source_token(&src), &fd), 0);
 	assert_int_equal(cancel_source_destroy(&src), 0);

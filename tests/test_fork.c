@@ -11,7 +11,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -25,15 +24,9 @@
 #include "atomic.h"
 #include "cancel.h"
 #include "internal.h"
+#include "testutil.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TSAN 1
-#endif
-#endif
-#ifdef TSAN
+#ifdef TU_TSAN
 /* The child starts the library thread again, which TSan forbids by
  * default after a multi-threaded fork. */
 const char *__tsan_default_options(void);
@@ -45,67 +38,10 @@ __tsan_default_options(void)
 #endif
 
 static int
-count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	assert_non_null(d);
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1;
-}
-
-static int fds_before;
-
-static int
-setup_fds(void **state)
-{
-	(void)state;
-	fds_before = count_fds();
-	return 0;
-}
-
-static int
-check_fds(void **state)
-{
-	(void)state;
-	assert_int_equal(count_fds(), fds_before);
-	return 0;
-}
-
-static int
 group_setup(void **state)
 {
 	(void)state;
 	return cancel_signal_prepare();
-}
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void
-nap(void)
-{
-	struct timespec ts = { 0, 200000 };
-	nanosleep(&ts, NULL);
-}
-
-static void
-wait_for_waiters(struct cancel_source *src, uint32_t n)
-{
-	uint64_t start = now_ms();
-	while (cancel__state_waiters(ld_acquire(&src->state_)) < n) {
-		assert_true(now_ms() - start < 10000);
-		nap();
-	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -303,7 +239,7 @@ child_cancel_does_not_wake_parent_waiters(void **state)
 		assert_int_equal(pthread_create(&w[i].th, NULL, waiter_main,
 		                                &w[i]),
 		                 0);
-	wait_for_waiters(&src, 2);
+	tu_await_waiters_bounded(&src, 2);
 
 	pid_t pid = fork();
 	assert_true(pid >= 0);
@@ -333,7 +269,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup_fds, check_fds)
+#define T(f) cmocka_unit_test_setup_teardown(f, tu_fds_setup, tu_fds_check)
 		T(child_works_when_forked_during_a_running_cancel),
 		T(child_cancel_does_not_wake_parent_waiters),
 #undef T

@@ -21,18 +21,10 @@ static void
 api_corpus_and_random_inputs_agree_with_the_model(void **state)
 {
 	(void)state;
-	char dir[4096];
-	replay_corpus_dir(dir, sizeof(dir), __FILE__, "corpus_api");
-	long files = replay_dir(dir, LLVMFuzzerTestOneInput);
-	long nrand = tu_rounds(2000, 20000);
-	const char *e = getenv("CANCEL_FUZZ_RANDOM");
-	if (e != NULL && *e != '\0')
-		nrand = strtol(e, NULL, 0);
 	unsigned seed = tu_seed("fuzz_replay_api");
-	long randoms = replay_random(LLVMFuzzerTestOneInput, seed, nrand, 256);
-	fprintf(stderr, "fuzz_replay_api: %ld corpus files from %s, %ld "
-	                "random inputs\n",
-	        files, dir, randoms);
+	long files = replay_run("fuzz_replay_api", __FILE__, "corpus_api",
+	                        LLVMFuzzerTestOneInput,
+	                        tu_rounds(2000, 20000), seed, 256);
 	assert_true(files > 0);
 }
 

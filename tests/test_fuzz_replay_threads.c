@@ -22,18 +22,10 @@ static void
 threads_corpus_and_random_inputs_keep_the_oracles(void **state)
 {
 	(void)state;
-	char dir[4096];
-	replay_corpus_dir(dir, sizeof(dir), __FILE__, "corpus_threads");
-	long files = replay_dir(dir, LLVMFuzzerTestOneInput);
-	long nrand = tu_rounds(1000, 10000);
-	const char *e = getenv("CANCEL_FUZZ_RANDOM");
-	if (e != NULL && *e != '\0')
-		nrand = strtol(e, NULL, 0);
 	unsigned seed = tu_seed("fuzz_replay_threads");
-	long randoms = replay_random(LLVMFuzzerTestOneInput, seed, nrand, 128);
-	fprintf(stderr, "fuzz_replay_threads: %ld corpus files from %s, %ld "
-	                "random inputs\n",
-	        files, dir, randoms);
+	long files = replay_run("fuzz_replay_threads", __FILE__,
+	                        "corpus_threads", LLVMFuzzerTestOneInput,
+	                        tu_rounds(1000, 10000), seed, 128);
 	assert_true(files > 0);
 }
 

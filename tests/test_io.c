@@ -11,7 +11,6 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -29,62 +28,11 @@
 #include "atomic.h"
 #include "cancel.h"
 #include "internal.h"
+#include "testutil.h"
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                            */
 /* ------------------------------------------------------------------ */
-
-static int
-count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	assert_non_null(d);
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1; /* the directory's own descriptor */
-}
-
-static int fds_before;
-
-static int
-setup_fds(void **state)
-{
-	(void)state;
-	fds_before = count_fds();
-	return 0;
-}
-
-static int
-check_fds(void **state)
-{
-	(void)state;
-	assert_int_equal(count_fds(), fds_before);
-	return 0;
-}
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-/* Handshake: wait until some thread is counted as waiting on @src. */
-static void
-wait_for_waiter(struct cancel_source *src)
-{
-	uint64_t start = now_ms();
-	while (cancel__state_waiters(ld_acquire(&src->state_)) == 0) {
-		assert_true(now_ms() - start < 10000);
-		struct timespec ts = { 0, 200000 };
-		nanosleep(&ts, NULL);
-	}
-}
 
 static int
 get_fl(int fd)
@@ -167,7 +115,7 @@ cancel_while_blocked(struct call *c, struct cancel_source *src)
 {
 	c->tok = cancel_source_token(src);
 	call_start(c);
-	wait_for_waiter(src);
+	tu_await_waiters_bounded(src, 1);
 	assert_true(cancel_source_cancel(src));
 	call_join(c);
 	return c->rc;
@@ -249,7 +197,7 @@ read_nonblocking_pipe_returns_data_and_keeps_flags(void **state)
 	c.buf = buf;
 	c.tok = cancel_source_token(&src);
 	call_start(&c);
-	wait_for_waiter(&src); /* blocked: nothing to read yet */
+	tu_await_waiters_bounded(&src, 1); /* blocked: nothing to read yet */
 	assert_int_equal(write(p[1], "abc", 3), 3);
 	call_join(&c);
 	assert_int_equal(c.rc, 0);
@@ -369,12 +317,12 @@ read_returns_etimedout_at_deadline(void **state)
 	struct cancel_source src = CANCEL_SOURCE_INITIALIZER;
 	char buf[8];
 	size_t done = 3;
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	struct timespec dl = cancel_deadline_in(100 * 1000000ull);
 	assert_int_equal(cancel_read(p[0], buf, sizeof(buf), &done, &dl,
 	                             cancel_source_token(&src)),
 	                 ETIMEDOUT);
-	uint64_t el = now_ms() - t0;
+	uint64_t el = tu_now_ms() - t0;
 	assert_true(el >= 90);
 	assert_true(el < 2000);
 	assert_int_equal(done, 0);
@@ -474,7 +422,8 @@ write_canceled_midway_reports_exactly_what_went_out(bool nonblock)
 			assert_int_equal(buf[i], pattern(got + (size_t)i));
 		got += (size_t)n;
 	}
-	wait_for_waiter(&src); /* the pipe is full again: it waits */
+	/* The pipe is full again: it waits. */
+	tu_await_waiters_bounded(&src, 1);
 	assert_true(cancel_source_cancel(&src));
 	call_join(&c);
 	assert_int_equal(c.rc, ECANCELED);
@@ -620,11 +569,8 @@ count_sigpipe(int signo)
 static void
 write_returns_epipe_without_sigpipe(void **state)
 {
-	struct sigaction sa, old;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = count_sigpipe;
-	sigemptyset(&sa.sa_mask);
-	assert_int_equal(sigaction(SIGPIPE, &sa, &old), 0);
+	struct sigaction old;
+	tu_install_handler(SIGPIPE, count_sigpipe, 0, &old);
 	sigpipes = 0;
 	sigset_t mask_before, mask_after, pending;
 	pthread_sigmask(SIG_SETMASK, NULL, &mask_before);
@@ -662,7 +608,7 @@ write_returns_epipe_without_sigpipe(void **state)
 	assert_int_equal(write(p[1], "a", 1), -1);
 	assert_int_equal(sigpipes, 1);
 	close(p[1]);
-	assert_int_equal(sigaction(SIGPIPE, &old, NULL), 0);
+	tu_restore_handler(SIGPIPE, &old);
 }
 
 /* ------------------------------------------------------------------ */
@@ -732,7 +678,7 @@ accept_nonblocking_listener_waits_for_connection(void **state)
 	struct call c = { .op = OP_ACCEPT, .fd = l };
 	c.tok = cancel_source_token(&src);
 	call_start(&c);
-	wait_for_waiter(&src);
+	tu_await_waiters_bounded(&src, 1);
 	int cl = tcp_socket();
 	assert_int_equal(connect(cl, (struct sockaddr *)&addr, sizeof(addr)),
 	                 0);
@@ -820,9 +766,9 @@ connect_returns_ecanceled_when_token_fires_while_blocked(void **state)
 	int fl = get_fl(s);
 	struct cancel_source src = CANCEL_SOURCE_INITIALIZER;
 	struct call c = { .op = OP_CONNECT, .fd = s, .addr = addr };
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	assert_int_equal(cancel_while_blocked(&c, &src), ECANCELED);
-	assert_true(now_ms() - t0 < 2000);
+	assert_true(tu_now_ms() - t0 < 2000);
 	assert_int_equal(get_fl(s), fl); /* blocking again */
 	close(s);
 	close(filler);
@@ -838,12 +784,12 @@ connect_returns_etimedout_at_deadline(void **state)
 	int l = make_full_listener(&addr, &filler);
 	int s = tcp_socket();
 	int fl = get_fl(s);
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	struct timespec dl = cancel_deadline_in(100 * 1000000ull);
 	assert_int_equal(cancel_connect(s, (struct sockaddr *)&addr,
 	                                sizeof(addr), &dl, CANCEL_TOKEN_NONE),
 	                 ETIMEDOUT);
-	uint64_t el = now_ms() - t0;
+	uint64_t el = tu_now_ms() - t0;
 	assert_true(el >= 90);
 	assert_true(el < 2000);
 	assert_int_equal(get_fl(s), fl);
@@ -932,7 +878,7 @@ waitpid_returns_exit_status_when_child_exits_later(void **state)
 	struct call c = { .op = OP_WAITPID, .pid = pid };
 	c.tok = cancel_source_token(&src);
 	call_start(&c);
-	wait_for_waiter(&src);
+	tu_await_waiters_bounded(&src, 1);
 	assert_int_equal(write(p[1], "g", 1), 1);
 	call_join(&c);
 	assert_int_equal(c.rc, 0);
@@ -946,11 +892,11 @@ static void
 waitpid_returns_etimedout_and_leaves_child(void **state)
 {
 	pid_t pid = spawn_sleeper();
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	struct timespec dl = cancel_deadline_in(100 * 1000000ull);
 	assert_int_equal(cancel_waitpid(pid, NULL, &dl, CANCEL_TOKEN_NONE),
 	                 ETIMEDOUT);
-	uint64_t el = now_ms() - t0;
+	uint64_t el = tu_now_ms() - t0;
 	assert_true(el >= 90);
 	assert_true(el < 2000);
 	assert_int_equal(kill(pid, SIGKILL), 0);
@@ -980,7 +926,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup_fds, check_fds)
+#define T(f) cmocka_unit_test_setup_teardown(f, tu_fds_setup, tu_fds_check)
 		T(read_blocking_pipe_returns_data_and_keeps_flags),
 		T(read_nonblocking_pipe_returns_data_and_keeps_flags),
 		T(read_blocking_pipe_returns_ecanceled_when_token_fires),

@@ -11,7 +11,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -24,46 +23,7 @@
 #include "atomic.h"
 #include "cancel.h"
 #include "internal.h"
-
-#if defined(__SANITIZE_THREAD__)
-#define TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TSAN 1
-#endif
-#endif
-
-static int
-count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	assert_non_null(d);
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1;
-}
-
-static int fds_before;
-
-static int
-setup_fds(void **state)
-{
-	(void)state;
-	fds_before = count_fds();
-	return 0;
-}
-
-static int
-check_fds(void **state)
-{
-	(void)state;
-	assert_int_equal(count_fds(), fds_before);
-	return 0;
-}
+#include "testutil.h"
 
 /* The library thread (and whatever it keeps open) exists for every test. */
 static int
@@ -71,31 +31,6 @@ group_setup(void **state)
 {
 	(void)state;
 	return cancel_signal_prepare();
-}
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void
-nap(void)
-{
-	struct timespec ts = { 0, 200000 };
-	nanosleep(&ts, NULL);
-}
-
-static void
-wait_for_waiters(struct cancel_source *src, uint32_t n)
-{
-	uint64_t start = now_ms();
-	while (cancel__state_waiters(ld_acquire(&src->state_)) < n) {
-		assert_true(now_ms() - start < 10000);
-		nap();
-	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -132,18 +67,13 @@ install_cancel_handler(int signo, struct cancel_source *src, int reason)
 	handler_calls = 0;
 	handler_won = 0;
 	handler_errno_kept = 0;
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = cancel_handler;
-	sigemptyset(&sa.sa_mask);
-	sa.sa_flags = SA_RESTART;
-	assert_int_equal(sigaction(signo, &sa, &saved_action), 0);
+	tu_install_handler(signo, cancel_handler, SA_RESTART, &saved_action);
 }
 
 static void
 restore_handler(int signo)
 {
-	assert_int_equal(sigaction(signo, &saved_action, NULL), 0);
+	tu_restore_handler(signo, &saved_action);
 }
 
 /* A callback that records where it ran. */
@@ -166,10 +96,10 @@ probe_fn(void *arg)
 static void
 wait_probe(struct probe *p)
 {
-	uint64_t start = now_ms();
+	uint64_t start = tu_now_ms();
 	while (ld_acquire(&p->ran) == 0) {
-		assert_true(now_ms() - start < 2000);
-		nap();
+		assert_true(tu_now_ms() - start < 2000);
+		tu_nap();
 	}
 }
 
@@ -222,7 +152,7 @@ check_handler_cancel(struct cancel_source *src)
 	struct waiter w1, w2;
 	start_waiter(&w1, src, false, -1);
 	start_waiter(&w2, src, true, p[0]);
-	wait_for_waiters(src, 2);
+	tu_await_waiters_bounded(src, 2);
 
 	install_cancel_handler(SIGUSR1, src, EPIPE);
 	errno = 4321;
@@ -235,10 +165,10 @@ check_handler_cancel(struct cancel_source *src)
 	assert_true(cancel_token_is_canceled(cancel_source_token(src)));
 	assert_int_equal(cancel_token_reason(cancel_source_token(src)), EPIPE);
 
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	assert_int_equal(pthread_join(w1.th, NULL), 0);
 	assert_int_equal(pthread_join(w2.th, NULL), 0);
-	assert_true(now_ms() - t0 < 2000);
+	assert_true(tu_now_ms() - t0 < 2000);
 	assert_int_equal(w1.rc, ECANCELED);
 	assert_int_equal(w2.rc, ECANCELED);
 
@@ -286,7 +216,7 @@ interrupted_waiter_is_woken(bool use_poll)
 	struct cancel_source src = CANCEL_SOURCE_INITIALIZER;
 	struct waiter w;
 	start_waiter(&w, &src, use_poll, p[0]);
-	wait_for_waiters(&src, 1);
+	tu_await_waiters_bounded(&src, 1);
 	install_cancel_handler(SIGUSR1, &src, 0);
 	/* The handler runs on the blocked thread itself. */
 	assert_int_equal(pthread_kill(w.th, SIGUSR1), 0);
@@ -308,7 +238,7 @@ static void
 handler_on_thread_blocked_in_cancel_wait_wakes_it(
     void **state)
 {
-#ifdef TSAN
+#ifdef TU_TSAN
 	/*
 	 * ThreadSanitizer defers a signal handler while its thread sits in a
 	 * system call it does not intercept (the futex), and the kernel
@@ -414,7 +344,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup_fds, check_fds)
+#define T(f) cmocka_unit_test_setup_teardown(f, tu_fds_setup, tu_fds_check)
 		T(handler_cancel_wakes_waits_and_runs_callbacks_on_libthread),
 		T(cancel_from_handler_works_on_statically_initialized_source),
 		T(handler_on_thread_blocked_in_cancel_wait_wakes_it),

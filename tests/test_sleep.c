@@ -17,34 +17,20 @@
 #include "atomic.h"
 #include "cancel.h"
 #include "internal.h"
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void
-wait_for_waiters(struct cancel_source *src, uint32_t n)
-{
-	while (cancel__state_waiters(ld_acquire(&src->state_)) < n)
-		sched_yield();
-}
+#include "testutil.h"
 
 static void
 sleep_returns_zero_after_the_full_time(void **state)
 {
 	struct cancel_source src;
 	cancel_source_init(&src);
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	errno = 12;
 	assert_int_equal(cancel_sleep(80 * 1000000ull,
 	                              cancel_source_token(&src)),
 	                 0);
 	assert_int_equal(errno, 12);
-	uint64_t el = now_ms() - t0;
+	uint64_t el = tu_now_ms() - t0;
 	assert_true(el >= 80);
 	assert_true(el < 2000);
 	assert_int_equal(cancel_source_destroy(&src), 0);
@@ -53,9 +39,9 @@ sleep_returns_zero_after_the_full_time(void **state)
 static void
 sleep_on_none_is_a_plain_sleep(void **state)
 {
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	assert_int_equal(cancel_sleep(60 * 1000000ull, CANCEL_TOKEN_NONE), 0);
-	uint64_t el = now_ms() - t0;
+	uint64_t el = tu_now_ms() - t0;
 	assert_true(el >= 60);
 	assert_true(el < 2000);
 	assert_int_equal(cancel_sleep(0, CANCEL_TOKEN_NONE), 0);
@@ -67,7 +53,7 @@ sleep_returns_ecanceled_at_once_when_already_canceled(void **state)
 	struct cancel_source src;
 	cancel_source_init(&src);
 	cancel_source_cancel(&src);
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	assert_int_equal(cancel_sleep(5000 * 1000000ull,
 	                              cancel_source_token(&src)),
 	                 ECANCELED);
@@ -75,7 +61,7 @@ sleep_returns_ecanceled_at_once_when_already_canceled(void **state)
 	                 ECANCELED);
 	assert_int_equal(cancel_sleep_until(NULL, cancel_source_token(&src)),
 	                 ECANCELED);
-	assert_true(now_ms() - t0 < 500);
+	assert_true(tu_now_ms() - t0 < 500);
 	assert_int_equal(cancel_source_destroy(&src), 0);
 }
 
@@ -100,13 +86,13 @@ sleep_returns_ecanceled_early_when_canceled(void **state)
 	cancel_source_init(&src);
 	struct sleeper s = {.src = &src};
 	pthread_t th;
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	assert_int_equal(pthread_create(&th, NULL, sleeper_main, &s), 0);
-	wait_for_waiters(&src, 1);
+	tu_await_waiters(&src, 1);
 	cancel_source_cancel(&src);
 	pthread_join(th, NULL);
 	assert_int_equal(s.rc, ECANCELED);
-	assert_true(now_ms() - t0 < 5000);
+	assert_true(tu_now_ms() - t0 < 5000);
 	assert_int_equal(cancel_source_destroy(&src), 0);
 }
 
@@ -115,11 +101,11 @@ sleep_until_returns_zero_at_the_deadline(void **state)
 {
 	struct cancel_source src;
 	cancel_source_init(&src);
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	struct timespec dl = cancel_deadline_in(70 * 1000000ull);
 	assert_int_equal(cancel_sleep_until(&dl, cancel_source_token(&src)),
 	                 0);
-	assert_true(now_ms() - t0 >= 70);
+	assert_true(tu_now_ms() - t0 >= 70);
 	struct timespec past = {0, 0};
 	assert_int_equal(cancel_sleep_until(&past, cancel_source_token(&src)),
 	                 0);
@@ -137,58 +123,23 @@ sleep_until_rejects_null_on_none_and_bad_deadlines(void **state)
 	assert_int_equal(errno, 3);
 }
 
-static volatile sig_atomic_t hits;
-
-static void
-on_usr1(int sig)
-{
-	(void)sig;
-	hits++;
-}
-
-struct pester {
-	pthread_t target;
-	int done;
-};
-
-static void *
-pester_main(void *arg)
-{
-	struct pester *p = arg;
-	struct timespec ms = {0, 1000000};
-	while (!ld_acquire(&p->done)) {
-		pthread_kill(p->target, SIGUSR1);
-		nanosleep(&ms, NULL);
-	}
-	return NULL;
-}
-
 /* Sleep 200 ms under a storm of SA_RESTART-less signals. */
 static void
 sleep_under_signals(cancel_token tok)
 {
-	struct sigaction sa, old;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_usr1;
-	sigemptyset(&sa.sa_mask);
-	assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
-	struct pester p = {.target = pthread_self()};
-	pthread_t th;
-	hits = 0;
-	assert_int_equal(pthread_create(&th, NULL, pester_main, &p), 0);
-	uint64_t t0 = now_ms();
+	struct tu_storm storm;
+	tu_storm_start(&storm);
+	uint64_t t0 = tu_now_ms();
 	errno = 44;
 	int rc = cancel_sleep(200 * 1000000ull, tok);
 	int err = errno;
-	uint64_t el = now_ms() - t0;
-	st_release(&p.done, 1);
-	pthread_join(th, NULL);
-	sigaction(SIGUSR1, &old, NULL);
+	uint64_t el = tu_now_ms() - t0;
+	tu_storm_stop(&storm);
 	assert_int_equal(rc, 0);
 	assert_int_equal(err, 44);
 	assert_true(el >= 200);
 	assert_true(el < 700);
-	assert_true(hits > 0);
+	assert_true(*tu_storm_hits() > 0);
 }
 
 static void

@@ -19,22 +19,7 @@
 #include "atomic.h"
 #include "cancel.h"
 #include "internal.h"
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* Handshake: wait until @n threads are counted as waiters on @src. */
-static void
-wait_for_waiters(struct cancel_source *src, uint32_t n)
-{
-	while (cancel__state_waiters(ld_acquire(&src->state_)) < n)
-		sched_yield();
-}
+#include "testutil.h"
 
 struct waiter {
 	struct cancel_source *src;
@@ -65,7 +50,7 @@ wait_returns_ecanceled_at_once_when_already_canceled(void **state)
 	struct cancel_source src;
 	cancel_source_init(&src);
 	cancel_source_cancel(&src);
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	errno = 77;
 	assert_int_equal(cancel_wait(NULL, cancel_source_token(&src)),
 	                 ECANCELED);
@@ -73,7 +58,7 @@ wait_returns_ecanceled_at_once_when_already_canceled(void **state)
 	assert_int_equal(cancel_wait(&dl, cancel_source_token(&src)),
 	                 ECANCELED);
 	assert_int_equal(errno, 77);
-	assert_true(now_ms() - t0 < 500);
+	assert_true(tu_now_ms() - t0 < 500);
 	assert_int_equal(cancel__state_waiters(ld_acquire(&src.state_)), 0);
 	assert_int_equal(cancel_source_destroy(&src), 0);
 }
@@ -88,13 +73,13 @@ wait_wakes_when_canceled_from_another_thread(void **state)
 	assert_int_equal(pthread_create(&th, NULL, waiter_main, &w), 0);
 	while (!ld_acquire(&w.about_to_wait))
 		sched_yield();
-	wait_for_waiters(&src, 1);
-	uint64_t t0 = now_ms();
+	tu_await_waiters(&src, 1);
+	uint64_t t0 = tu_now_ms();
 	assert_true(cancel_source_cancel(&src));
 	pthread_join(th, NULL);
 	assert_int_equal(w.rc, ECANCELED);
 	assert_int_equal(w.err, 4242);
-	assert_true(now_ms() - t0 < 2000);
+	assert_true(tu_now_ms() - t0 < 2000);
 	assert_int_equal(cancel_source_destroy(&src), 0);
 }
 
@@ -111,7 +96,7 @@ one_cancel_wakes_every_waiter(void **state)
 		assert_int_equal(
 		        pthread_create(&th[i], NULL, waiter_main, &w[i]), 0);
 	}
-	wait_for_waiters(&src, N);
+	tu_await_waiters(&src, N);
 	assert_true(cancel_source_cancel(&src));
 	for (int i = 0; i < N; i++) {
 		pthread_join(th[i], NULL);
@@ -125,13 +110,13 @@ wait_returns_etimedout_at_deadline(void **state)
 {
 	struct cancel_source src;
 	cancel_source_init(&src);
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	struct timespec dl = cancel_deadline_in(100 * 1000000ull);
 	errno = 5;
 	assert_int_equal(cancel_wait(&dl, cancel_source_token(&src)),
 	                 ETIMEDOUT);
 	assert_int_equal(errno, 5);
-	uint64_t el = now_ms() - t0;
+	uint64_t el = tu_now_ms() - t0;
 	assert_true(el >= 100);
 	assert_true(el < 2000);
 	assert_int_equal(cancel__state_waiters(ld_acquire(&src.state_)), 0);
@@ -144,11 +129,11 @@ wait_with_past_deadline_times_out_without_blocking(void **state)
 	struct cancel_source src;
 	cancel_source_init(&src);
 	struct timespec past = {0, 0};
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	assert_int_equal(cancel_wait(&past, cancel_source_token(&src)),
 	                 ETIMEDOUT);
 	assert_int_equal(cancel_wait(&past, CANCEL_TOKEN_NONE), ETIMEDOUT);
-	assert_true(now_ms() - t0 < 500);
+	assert_true(tu_now_ms() - t0 < 500);
 	assert_int_equal(cancel_source_destroy(&src), 0);
 }
 
@@ -173,10 +158,10 @@ wait_on_none_without_deadline_returns_einval(void **state)
 static void
 wait_on_none_with_deadline_sleeps_until_it(void **state)
 {
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	struct timespec dl = cancel_deadline_in(60 * 1000000ull);
 	assert_int_equal(cancel_wait(&dl, CANCEL_TOKEN_NONE), ETIMEDOUT);
-	uint64_t el = now_ms() - t0;
+	uint64_t el = tu_now_ms() - t0;
 	assert_true(el >= 60);
 	assert_true(el < 2000);
 }
@@ -202,9 +187,7 @@ destroy_returns_ebusy_while_a_thread_waits(void **state)
 	struct cancel_source src;
 	cancel_source_init(&src);
 	struct waiter w = {.src = &src};
-	pthread_t th;
-	assert_int_equal(pthread_create(&th, NULL, waiter_main, &w), 0);
-	wait_for_waiters(&src, 1);
+	pthread_t th = tu_spawn_waiter(waiter_main, &w, &src, 1);
 	assert_int_equal(cancel_source_destroy(&src), EBUSY);
 	cancel_source_cancel(&src);
 	pthread_join(th, NULL);
@@ -235,9 +218,7 @@ wait_is_not_a_pthread_cancellation_point(void **state)
 	struct cancel_source src;
 	cancel_source_init(&src);
 	struct victim v = {&src, 0, -1};
-	pthread_t th;
-	assert_int_equal(pthread_create(&th, NULL, victim_main, &v), 0);
-	wait_for_waiters(&src, 1);
+	pthread_t th = tu_spawn_waiter(victim_main, &v, &src, 1);
 	assert_int_equal(pthread_cancel(th), 0);
 	/* Still counted as a waiter: the cancellation did not act. */
 	assert_int_equal(cancel_source_destroy(&src), EBUSY);
@@ -257,9 +238,7 @@ waits_work_in_a_child_forked_while_a_thread_waits(void **state)
 	struct cancel_source src;
 	cancel_source_init(&src);
 	struct waiter w = {.src = &src};
-	pthread_t th;
-	assert_int_equal(pthread_create(&th, NULL, waiter_main, &w), 0);
-	wait_for_waiters(&src, 1);
+	pthread_t th = tu_spawn_waiter(waiter_main, &w, &src, 1);
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
@@ -284,69 +263,25 @@ waits_work_in_a_child_forked_while_a_thread_waits(void **state)
 }
 
 /* Signals without SA_RESTART make futex waits and poll return EINTR. */
-static volatile sig_atomic_t hits;
-
-static void
-on_usr1(int sig)
-{
-	(void)sig;
-	hits++;
-}
-
-struct pester {
-	pthread_t target;
-	int done;
-};
-
-/* Fire SIGUSR1 at the target about every millisecond until done. */
-static void *
-pester_main(void *arg)
-{
-	struct pester *p = arg;
-	struct timespec ms = {0, 1000000};
-	while (!ld_acquire(&p->done)) {
-		pthread_kill(p->target, SIGUSR1);
-		nanosleep(&ms, NULL);
-	}
-	return NULL;
-}
-
-static void
-install_usr1(struct sigaction *old)
-{
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_usr1;
-	sigemptyset(&sa.sa_mask);
-	sa.sa_flags = 0; /* no SA_RESTART */
-	assert_int_equal(sigaction(SIGUSR1, &sa, old), 0);
-}
-
 static void
 wait_restarts_after_signals_and_times_out_on_time(void **state)
 {
-	struct sigaction old;
-	install_usr1(&old);
 	struct cancel_source src;
 	cancel_source_init(&src);
-	struct pester p = {.target = pthread_self()};
-	pthread_t th;
-	hits = 0;
-	assert_int_equal(pthread_create(&th, NULL, pester_main, &p), 0);
-	uint64_t t0 = now_ms();
+	struct tu_storm storm;
+	tu_storm_start(&storm);
+	uint64_t t0 = tu_now_ms();
 	struct timespec dl = cancel_deadline_in(200 * 1000000ull);
 	errno = 31;
 	int rc = cancel_wait(&dl, cancel_source_token(&src));
 	int err = errno;
-	uint64_t el = now_ms() - t0;
-	st_release(&p.done, 1);
-	pthread_join(th, NULL);
-	sigaction(SIGUSR1, &old, NULL);
+	uint64_t el = tu_now_ms() - t0;
+	tu_storm_stop(&storm);
 	assert_int_equal(rc, ETIMEDOUT);
 	assert_int_equal(err, 31);
 	assert_true(el >= 200);
 	assert_true(el < 700);
-	assert_true(hits > 0);
+	assert_true(*tu_storm_hits() > 0);
 	assert_int_equal(cancel_source_destroy(&src), 0);
 }
 
@@ -355,16 +290,16 @@ static void
 park_returns_at_once_when_word_differs(void **state)
 {
 	uint32_t word = 5;
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	assert_int_equal(cancel__park(&word, 4, CANCEL_NEVER), 0);
-	assert_true(now_ms() - t0 < 500);
+	assert_true(tu_now_ms() - t0 < 500);
 }
 
 static void
 park_times_out_at_absolute_deadline(void **state)
 {
 	uint32_t word = 0;
-	uint64_t t0 = now_ms();
+	uint64_t t0 = tu_now_ms();
 	uint64_t dl = cancel__now_ns() + 50 * 1000000ull;
 	int rc;
 	do {
@@ -372,7 +307,7 @@ park_times_out_at_absolute_deadline(void **state)
 	} while (rc == 0); /* spurious returns are allowed */
 	assert_int_equal(rc, ETIMEDOUT);
 	assert_true(cancel__now_ns() >= dl);
-	assert_true(now_ms() - t0 < 2000);
+	assert_true(tu_now_ms() - t0 < 2000);
 }
 
 struct parker {
