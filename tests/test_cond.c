@@ -346,6 +346,11 @@ extern int __interceptor_pthread_cond_clockwait(pthread_cond_t *,
                                                 const struct timespec *);
 #define NEXT_COND_WAIT __interceptor_pthread_cond_wait
 #define NEXT_COND_CLOCKWAIT __interceptor_pthread_cond_clockwait
+#elif !defined(__GLIBC__)
+/* No symbol versions (musl, linked dynamically by run_musl.sh). */
+#define NEXT_COND_WAIT ((cond_wait_fn)dlsym(RTLD_NEXT, "pthread_cond_wait"))
+#define NEXT_COND_CLOCKWAIT                                                  \
+	((cond_clockwait_fn)dlsym(RTLD_NEXT, "pthread_cond_clockwait"))
 #else
 /* glibc's current version (plain dlsym may return an old compatibility
  * version of the condvar calls). */
