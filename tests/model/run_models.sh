@@ -152,6 +152,39 @@ check condwait_flaw_lt_blocks np fail
 check waiter safety ok
 check waiter_broken_count_before safety fail
 
+# linked child destroyed while its parent cancels (src/link.c, src/source.c)
+check link safety ok
+check link safety ok -DQUEUED
+check link safety ok -DFD
+check link safety ok -DQUEUED -DFD
+check link safety ok -DSELF
+check link safety ok -DSELF -DQUEUED
+check link_broken_no_wait safety ok
+check link_broken_no_wait safety fail -DQUEUED
+check link_broken_no_wait safety fail -DQUEUED -DFD
+check link_broken_no_dequeue safety fail
+check link safety ok -DJOIN
+check link_flaw_queued_join safety fail
+check link_flaw_queued_join safety ok -DDRAIN_EACH
+
+# a deadline firing while its source is destroyed (src/libthread.c)
+check timer safety ok
+check timer safety ok -DSELF
+check timer_broken_no_wait safety fail
+check timer_broken_wait_self safety fail
+
+# canceling from a signal handler (src/signal.c, src/libthread.c)
+check signal safety ok
+check signal safety ok -DPTHREAD
+check signal safety ok -DTWO
+check signal safety ok -DTWO -DPTHREAD
+check signal np ok
+check signal np ok -DPTHREAD
+check signal_broken_handler_runs safety fail
+check signal_broken_racy_push safety fail
+check signal_broken_no_lt_wake safety fail
+check signal_broken_no_lt_wake np fail
+
 end=$(date +%s)
 if [ "$bad" = 0 ]; then
 	echo "run_models: all $nchecks checks as expected ($((end - start)) s)"
