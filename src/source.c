@@ -171,9 +171,17 @@ cancel__begin(struct cancel_source *src, int reason, bool from_signal)
 	return true;
 }
 
-/* Run @src's callbacks one at a time, last registered first; set DONE. */
+static void drain_queue(void);
+
+/*
+ * Run @src's callbacks one at a time, last registered first; set DONE.
+ * The @outermost run (the one a cancel call started) also drains this
+ * thread's queue of deep children after each callback, so they finish
+ * before its next callback runs: a later callback may wait for a thread
+ * that destroys one of them (tests/model/link.pml, DRAIN_EACH).
+ */
 static void
-run_list(struct cancel_source *src)
+run_list(struct cancel_source *src, bool outermost)
 {
 	struct cancel__frame frame = {.outer = cancel__tls.top, .src = src};
 	cancel__tls.top = &frame;
@@ -227,6 +235,11 @@ run_list(struct cancel_source *src)
 			cancel__unpark_all(&src->gen_);
 			core_lock(src);
 		}
+		if (outermost && cancel__tls.qhead != NULL) {
+			core_unlock(src);
+			drain_queue();
+			core_lock(src);
+		}
 	}
 	st_relaxed(&src->runner_, NULL);
 	st_relaxed(&src->owner_, NULL);
@@ -249,7 +262,7 @@ drain_queue(void)
 		if (cancel__tls.qhead == NULL)
 			cancel__tls.qtail = NULL;
 		c->next_deferred_ = NULL;
-		run_list(c);
+		run_list(c, false);
 	}
 }
 
@@ -257,11 +270,11 @@ void
 cancel__finish(struct cancel_source *src)
 {
 	if (cancel__tls.draining) {
-		run_list(src);
+		run_list(src, false);
 		return;
 	}
 	cancel__tls.draining = true;
-	run_list(src);
+	run_list(src, true);
 	drain_queue();
 	cancel__tls.draining = false;
 }
@@ -271,7 +284,7 @@ cancel__propagate(struct cancel_source *child)
 {
 	if (cancel__tls.depth < CANCEL_LINK_INLINE_DEPTH) {
 		cancel__tls.depth++;
-		run_list(child);
+		run_list(child, false);
 		cancel__tls.depth--;
 		return;
 	}

@@ -324,7 +324,7 @@ child_destroyed_while_parent_cancels_on_another_thread(void **state)
 /* Deeper than CANCEL_LINK_INLINE_DEPTH the leaf's finish is queued on the
  * canceling thread: a destroy racing it must still wait for it. */
 struct deep_race {
-	struct cancel_source chain[CANCEL_LINK_INLINE_DEPTH + 4];
+	struct cancel_source chain[CANCEL_LINK_INLINE_DEPTH + 1];
 	struct cancel_source *leaf;
 	pthread_barrier_t go;
 };
@@ -343,7 +343,7 @@ static void
 queued_deep_child_destroyed_while_root_cancels(void **state)
 {
 	(void)state;
-	enum { N = CANCEL_LINK_INLINE_DEPTH + 4 };
+	enum { N = CANCEL_LINK_INLINE_DEPTH + 1 };
 	long rounds = tu_rounds(2000, 20000);
 	for (long i = 0; i < rounds; i++) {
 		struct deep_race d;
@@ -364,6 +364,70 @@ queued_deep_child_destroyed_while_root_cancels(void **state)
 			assert_int_equal(cancel_source_destroy(&d.chain[j]), 0);
 		pthread_barrier_destroy(&d.go);
 	}
+}
+
+/* A root callback that runs after the link waits for a thread destroying
+ * a deep (queued) descendant: the descendant finishes right after the
+ * link's callback returns, so neither waits for the other. */
+struct deep_join {
+	struct cancel_source chain[CANCEL_LINK_INLINE_DEPTH + 1];
+	struct cancel_source leaf;
+	struct cancel_callback waiter_cb;
+	int go;
+	int destroyed;
+	int destroy_rc;
+	bool timed_out;
+};
+
+static void *
+destroy_leaf_on_request(void *arg)
+{
+	struct deep_join *d = arg;
+	tu_await(&d->go);
+	d->destroy_rc = cancel_source_destroy(&d->leaf);
+	tu_signal(&d->destroyed);
+	return NULL;
+}
+
+static void
+wait_for_leaf_destroy_fn(void *arg)
+{
+	struct deep_join *d = arg;
+	tu_signal(&d->go);
+	uint64_t until = tu_now_ns() + 5000000000ull;
+	while (!__atomic_load_n(&d->destroyed, __ATOMIC_ACQUIRE)) {
+		if (tu_now_ns() > until) {
+			d->timed_out = true;
+			return;
+		}
+		sched_yield();
+	}
+}
+
+static void
+root_callback_may_wait_for_destroy_of_a_deep_child(void **state)
+{
+	(void)state;
+	enum { N = CANCEL_LINK_INLINE_DEPTH + 1 };
+	struct deep_join *d = calloc(1, sizeof(*d));
+	/* Registered before the link, so it runs after it (LIFO). */
+	cancel_callback_register(&d->waiter_cb, wait_for_leaf_destroy_fn, d,
+	                         cancel_source_token(&d->chain[0]));
+	for (int j = 1; j < N; j++) {
+		cancel_token t = cancel_source_token(&d->chain[j - 1]);
+		assert_int_equal(cancel_source_init_linked(&d->chain[j], &t, 1),
+		                 0);
+	}
+	cancel_token lt = cancel_source_token(&d->chain[N - 1]);
+	assert_int_equal(cancel_source_init_linked(&d->leaf, &lt, 1), 0);
+	pthread_t t = tu_spawn(destroy_leaf_on_request, d);
+	cancel_source_cancel(&d->chain[0]);
+	assert_false(d->timed_out);
+	tu_join(t);
+	assert_int_equal(d->destroy_rc, 0);
+	for (int j = N - 1; j >= 0; j--)
+		assert_int_equal(cancel_source_destroy(&d->chain[j]), 0);
+	free(d);
 }
 
 static void
@@ -401,6 +465,7 @@ main(void)
 	    cmocka_unit_test(parent_callback_destroys_a_child),
 	    cmocka_unit_test(child_destroyed_while_parent_cancels_on_another_thread),
 	    cmocka_unit_test(queued_deep_child_destroyed_while_root_cancels),
+	    cmocka_unit_test(root_callback_may_wait_for_destroy_of_a_deep_child),
 	    cmocka_unit_test(million_children_churn_leaves_parent_at_baseline),
 	};
 	return cmocka_run_group_tests_name("link", tests, NULL, NULL);
