@@ -30,12 +30,13 @@
  *     parent, run in the parent's LIFO order. Propagation runs the child's
  *     own callbacks inline on the canceling thread up to a nesting depth of
  *     CANCEL_LINK_INLINE_DEPTH; deeper children are queued and run, still on
- *     the canceling thread, right after the callback of the canceled
- *     source that queued them returns. So a destroy of such a deep child
- *     on another thread may wait that long: a callback of an intermediate
- *     source (one whose link is less than CANCEL_LINK_INLINE_DEPTH deep)
- *     must not wait for a thread that destroys a descendant more than
- *     CANCEL_LINK_INLINE_DEPTH links below the canceled source.
+ *     the canceling thread, as soon as the callback of the source the
+ *     cancel call was made on (whose run queued them) returns. A destroy
+ *     of such a deep child on another thread waits until then. So a
+ *     callback of an intermediate source of a chain must not wait for a
+ *     thread that destroys a descendant lying more than
+ *     CANCEL_LINK_INLINE_DEPTH links below the source that was canceled;
+ *     callbacks of that source itself may.
  *   - destroy() on a source canceled from a signal handler whose deferred
  *     work has not yet run starts the library thread to run it and waits;
  *     if the thread cannot be started it returns EAGAIN (SPEC deviation:
