@@ -54,6 +54,14 @@
  *     waiting would deadlock. The second unregister to arrive returns
  *     false at once, as from inside its own callback; the other callback
  *     may still be running until this thread's callback returns.
+ *   - A callback that unregistered itself from inside its run, or whose
+ *     source a callback destroyed, counts as completed and forgets its
+ *     source: unregistering it again later is safe even after the source
+ *     is gone (false / EALREADY). Another thread's unregister issued while
+ *     it still runs waits for it to return, as for any running callback.
+ *     destroy() from inside a callback returns EBUSY while another thread
+ *     waits in unregister() for that callback.
+ *   - register() with a NULL @cb or @fn returns false and runs nothing.
  *   - Portable ("pthread") wait backend only: cancel_source_cancel_from_signal()
  *     cannot wake threads blocked in cancel_wait()/cancel_sleep() from
  *     inside the handler (no async-signal-safe condvar exists); the library
@@ -267,7 +275,7 @@ CANCEL_API bool cancel_source_cancel_with(struct cancel_source *src,
                                           int reason);
 
 /*
- * Arm (or re-arm, replacing) a deadlines @ns nanoseconds from now: at the
+ * Arm (or re-arm, replacing) a deadline @ns nanoseconds from now: at the
  * deadline @src is canceled with reason ETIMEDOUT, its callbacks running on
  * the library thread. CANCEL_NEVER disarms. Arming never allocates.
  *
