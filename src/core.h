@@ -37,7 +37,6 @@ struct cancel__tls {
 	struct cancel_source *qhead;
 	struct cancel_source *qtail;
 	unsigned depth;               /* nested link propagations */
-	bool draining;                /* an outermost finish is running */
 	struct cancel__frame queued;  /* runner_ of a source in our queue */
 };
 
@@ -60,10 +59,7 @@ extern __attribute__((tls_model("initial-exec"))) _Thread_local struct cancel__t
 /* True if @runner (a source's runner_) is a frame of the calling thread. */
 CANCEL_HIDDEN bool cancel__frame_is_mine(const void *runner);
 
-/* Take @src's lock unless it is canceled (then false, lock not taken). */
-CANCEL_HIDDEN bool cancel__lock_unless_canceled(struct cancel_source *src);
-
-/* The contended half of cancel__lock() (source.c). */
+/* The contended half of core_lock() (source.c). */
 CANCEL_HIDDEN void cancel__lock_slow(struct cancel_source *src);
 
 /* Inline fast paths of the list lock for the core's hot paths. */

@@ -17,7 +17,6 @@
 #include "atomic.h"
 
 #include <errno.h>
-#include <sched.h>
 
 /*
  * Someone else won the creation: wait until it has set FD, so that once we
@@ -28,13 +27,9 @@ static void
 wait_fd_published(struct cancel_source *src)
 {
 	/* Acquire pairs with the creator's fetch_or of FD. */
-	for (unsigned i = 0; (ld_acquire(&src->state_) & CANCEL__S_FD) == 0;
-	     i++) {
-		if (i < 64)
-			cpu_relax();
-		else
-			sched_yield();
-	}
+	unsigned spins = 0;
+	while ((ld_acquire(&src->state_) & CANCEL__S_FD) == 0)
+		cancel__backoff(&spins);
 }
 
 int

@@ -42,7 +42,6 @@
  *   bits 32-62        the reason (positive), valid once CANCELED is set.
  */
 #define CANCEL__S_CANCELED 0x1u
-#define CANCEL__S_LOCK 0x2u
 #define CANCEL__S_DONE 0x4u
 #define CANCEL__S_SIGNAL 0x8u
 #define CANCEL__S_FD 0x10u
@@ -108,10 +107,6 @@ CANCEL_HIDDEN void cancel__signal_finish(struct cancel_source *src);
  */
 CANCEL_HIDDEN uint64_t cancel__waiter_enter(struct cancel_source *src);
 CANCEL_HIDDEN void cancel__waiter_leave(struct cancel_source *src);
-
-/* Locks and unlocks the callback list lock (the word lock_). */
-CANCEL_HIDDEN void cancel__lock(struct cancel_source *src);
-CANCEL_HIDDEN void cancel__unlock(struct cancel_source *src);
 
 /* ------------------------------------------------------------------ */
 /* deadline.c: the monotonic clock and timespec helpers               */

@@ -29,7 +29,6 @@
 #include "core.h"
 
 #include <errno.h>
-#include <sched.h>
 
 __attribute__((tls_model("initial-exec"))) _Thread_local struct cancel__tls
     cancel__tls;
@@ -47,21 +46,6 @@ cancel__frame_is_mine(const void *runner)
 	return false;
 }
 
-/*
- * Pause a few times, then yield: on this project's 2-vCPU machines a lock
- * holder is often not running at the same time as the spinner, and
- * spinning longer measured 2-4x slower (bench_core "2 threads" row:
- * 4 pauses 0.96-1.17x of std::stop_callback, 64 pauses 3.2-3.5x).
- */
-static void
-backoff(unsigned *spins)
-{
-	if (++*spins < 4)
-		cpu_relax();
-	else
-		sched_yield();
-}
-
 void
 cancel__lock_slow(struct cancel_source *src)
 {
@@ -70,28 +54,9 @@ cancel__lock_slow(struct cancel_source *src)
 		/* Read-only spin: the line stays shared until the holder's
 		 * release store; only then try the exchange again. */
 		while (ld_relaxed(&src->lock_) != 0)
-			backoff(&spins);
+			cancel__backoff(&spins);
 		/* Acquire pairs with the release store in core_unlock(). */
 	} while (xchg_acquire(&src->lock_, 1u) != 0);
-}
-
-/* Out-of-line forms of core.h's inline lock, for the other files. */
-void
-cancel__lock(struct cancel_source *src)
-{
-	core_lock(src);
-}
-
-void
-cancel__unlock(struct cancel_source *src)
-{
-	core_unlock(src);
-}
-
-bool
-cancel__lock_unless_canceled(struct cancel_source *src)
-{
-	return core_lock_unless_canceled(src);
 }
 
 /* Zero one callback's fields with word stores (see cancel_source_init). */
@@ -276,14 +241,12 @@ drain_queue(void)
 void
 cancel__finish(struct cancel_source *src)
 {
-	if (cancel__tls.draining) {
-		run_list(src, false);
-		return;
-	}
-	cancel__tls.draining = true;
-	run_list(src, true);
-	drain_queue();
-	cancel__tls.draining = false;
+	/* A finish started while this thread already runs callbacks (a
+	 * frame is on its stack) is nested: the outermost one drains. */
+	bool outermost = cancel__tls.top == NULL;
+	run_list(src, outermost);
+	if (outermost)
+		drain_queue();
 }
 
 void
