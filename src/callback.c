@@ -277,7 +277,8 @@ cancel_callback_try_unregister(struct cancel_callback *cb)
 {
 	if (cb == NULL)
 		return EINVAL;
-	/* Acquire pairs with the release store that released cb. */
+	/* Acquire pairs with the release store that released cb (run_list
+	 * or teardown after it ran, or its own self-unregister). */
 	struct cancel_source *src = ld_acquire(&cb->src_);
 	if (src == NULL)
 		return try_unregister_detached(cb);
@@ -306,7 +307,8 @@ cancel_callback_unregister(struct cancel_callback *cb)
 {
 	if (cb == NULL)
 		return false;
-	/* Acquire pairs with the release store that released cb. */
+	/* Acquire pairs with the release store that released cb (run_list
+	 * or teardown after it ran, or its own self-unregister). */
 	struct cancel_source *src = ld_acquire(&cb->src_);
 	if (src == NULL) {
 		uint32_t st = ld_relaxed(&cb->state_) & CB_STATE_MASK;

@@ -195,8 +195,11 @@ run_list(struct cancel_source *src, bool outermost)
 		if (!frame.cb_released) {
 			st = ld_relaxed(&cb->state_);
 			st_relaxed(&cb->state_, (st & ~CB_STATE_MASK) | CB_DONE);
+			/* Release pairs with the acquire load of src_ in
+			 * unregister/try_unregister: an owner that sees
+			 * NULL there reuses cb after all our writes to it. */
 			if (!(st & CB_KEEP_SRC))
-				st_relaxed(&cb->src_, NULL);
+				st_release(&cb->src_, NULL);
 		}
 		uint32_t g = ld_relaxed(&src->gen_);
 		if (g & GEN_WAIT) {
@@ -401,8 +404,9 @@ teardown(struct cancel_source *src, struct cancel__frame *frame,
 			uint32_t st = ld_relaxed(&cur->state_);
 			st_relaxed(&cur->state_,
 			           (st & ~CB_STATE_MASK) | CB_DONE);
+			/* Release: as in run_list, for the owner. */
 			if (!(st & CB_KEEP_SRC))
-				st_relaxed(&cur->src_, NULL);
+				st_release(&cur->src_, NULL);
 		}
 		frame->src_destroyed = true;
 	}

@@ -556,6 +556,56 @@ completed_callback_forgets_a_freed_source(void **state)
 	}
 }
 
+struct remote_cancel {
+	struct cancel_source *src;
+	int returned; /* cancel returned; relaxed, orders nothing */
+};
+
+static void *
+remote_cancel_main(void *arg)
+{
+	struct remote_cancel *r = arg;
+	assert_true(cancel_source_cancel(r->src));
+	__atomic_store_n(&r->returned, 1, __ATOMIC_RELAXED);
+	return NULL;
+}
+
+/*
+ * The owner learns that its callback ran on another thread only through
+ * the library (a relaxed flag says when to look, and orders nothing), then
+ * reuses the node. unregister/try_unregister must order every write the
+ * canceller made to the node before their return: TSan reports the
+ * canceller's writes against the memset otherwise.
+ */
+static void
+completed_remote_callback_is_the_owners_after_unregister(void **state)
+{
+	(void)state;
+	for (int round = 0; round < 100; round++) {
+		struct cancel_source s;
+		cancel_source_init(&s);
+		struct cancel_callback *cb = malloc(sizeof(*cb));
+		assert_non_null(cb);
+		int ran = 0;
+		assert_true(cancel_callback_register(cb, count_fn, &ran,
+		                                     cancel_source_token(&s)));
+		struct remote_cancel r = {.src = &s};
+		pthread_t t = tu_spawn(remote_cancel_main, &r);
+		while (!__atomic_load_n(&r.returned, __ATOMIC_RELAXED))
+			sched_yield();
+		if (round % 2 == 0)
+			assert_int_equal(cancel_callback_try_unregister(cb),
+			                 EALREADY);
+		else
+			assert_false(cancel_callback_unregister(cb));
+		memset(cb, 0xff, sizeof(*cb));
+		free(cb);
+		assert_int_equal(__atomic_load_n(&ran, __ATOMIC_RELAXED), 1);
+		assert_int_equal(cancel_source_destroy(&s), 0);
+		pthread_join(t, NULL);
+	}
+}
+
 static void
 register_unregister_churn_allocates_nothing(void **state)
 {
@@ -596,6 +646,8 @@ main(void)
 	    cmocka_unit_test(
 	        cross_unregister_between_two_cancels_does_not_deadlock),
 	    cmocka_unit_test(completed_callback_forgets_a_freed_source),
+	    cmocka_unit_test(
+	        completed_remote_callback_is_the_owners_after_unregister),
 	    cmocka_unit_test(register_unregister_churn_allocates_nothing),
 	};
 	return cmocka_run_group_tests_name("callback", tests, NULL, NULL);
