@@ -97,6 +97,113 @@ core_lock_unless_canceled(struct cancel_source *src)
 	return true;
 }
 
+/*
+ * The callback list: intrusive, doubly linked, pushed at the head so the
+ * canceller pops last-registered first. Under src's lock.
+ */
+static inline void
+core_list_push(struct cancel_source *src, struct cancel_callback *cb)
+{
+	cb->prev_ = NULL;
+	cb->next_ = src->head_;
+	if (src->head_ != NULL)
+		src->head_->prev_ = cb;
+	src->head_ = cb;
+}
+
+static inline void
+core_list_unlink(struct cancel_source *src, struct cancel_callback *cb)
+{
+	struct cancel_callback *prev = cb->prev_;
+	if (prev != NULL)
+		prev->next_ = cb->next_;
+	else
+		src->head_ = cb->next_;
+	if (cb->next_ != NULL)
+		cb->next_->prev_ = prev;
+	cb->next_ = NULL;
+	cb->prev_ = NULL;
+}
+
+/*
+ * Under src's lock, src not canceled: fill in @cb and push it. A link
+ * (KEEP_SRC) counts as a child of src, under src's lock: destroy reads the
+ * count under the same lock.
+ */
+static inline void
+core_push_locked(struct cancel_source *src, struct cancel_callback *cb,
+                 cancel_fn fn, void *arg, uint32_t flags)
+{
+	cb->fn_ = fn;
+	cb->arg_ = arg;
+	st_relaxed(&cb->spare_, 0u); /* no released-list stamp */
+	st_relaxed(&cb->src_, src);
+	st_relaxed(&cb->state_, CB_REGISTERED | flags);
+	core_list_push(src, cb);
+	if (flags & CB_KEEP_SRC)
+		st_relaxed(&src->children_, ld_relaxed(&src->children_) + 1);
+}
+
+/*
+ * Under src's lock: if @cb is registered (in the list, not yet popped by a
+ * cancel), take it out, mark it removed and return true. A plain callback
+ * forgets its source; a link keeps it (it leaves src's children when its
+ * child unregisters it, whatever this returns: the caller's business).
+ */
+static inline bool
+core_remove_registered(struct cancel_source *src, struct cancel_callback *cb)
+{
+	uint32_t st = ld_relaxed(&cb->state_);
+	if ((st & CB_STATE_MASK) != CB_REGISTERED)
+		return false;
+	core_list_unlink(src, cb);
+	st_relaxed(&cb->state_, (st & ~CB_STATE_MASK) | CB_REMOVED);
+	if (!(st & CB_KEEP_SRC))
+		st_relaxed(&cb->src_, NULL);
+	return true;
+}
+
+/* Try the list lock once, without spinning: the hot paths' entry. */
+static inline bool
+core_trylock(struct cancel_source *src)
+{
+	/* Acquire pairs with the release store in core_unlock(). */
+	return __builtin_expect(xchg_acquire(&src->lock_, 1u) == 0, 1);
+}
+
+/*
+ * A fresh source: every field that is read before it is written gets its
+ * zero, one word store each (on the benchmark machine memset() and vector
+ * stores cost twice as much as word stores, and relaxed stores cannot be
+ * merged into vector ones). Left unwritten, because every reader first
+ * checks the field that says they are valid:
+ *   spare_                  unused
+ *   next_deferred_          set when queued (propagation, signal finish)
+ *   deadline_, tchild_, tnext_, tprev_
+ *                           set by heap_insert; read only while in the
+ *                           heap (tflags_ IN_HEAP) or by the heap itself
+ *   link_                   set by the link's registration; read only
+ *                           for index < nlinks_
+ * CANCEL_SOURCE_INITIALIZER zeroes them all, which is just as good.
+ */
+static inline void
+core_source_zero(struct cancel_source *src)
+{
+	st_relaxed(&src->state_, 0u);
+	st_relaxed(&src->lock_, 0u);
+	st_relaxed(&src->head_, NULL);
+	st_relaxed(&src->runner_, NULL);
+	st_relaxed(&src->links_, NULL);
+	st_relaxed(&src->nlinks_, 0u);
+	st_relaxed(&src->children_, 0u);
+	st_relaxed(&src->fd_, 0);
+	st_relaxed(&src->wfd_, 0);
+	st_relaxed(&src->tflags_, 0u);
+	st_relaxed(&src->gen_, 0u);
+	st_relaxed(&src->current_, NULL);
+	st_relaxed(&src->owner_, NULL);
+}
+
 /* Register @cb on @src unless it is canceled: 0 or ECANCELED. */
 CANCEL_HIDDEN int cancel__register(struct cancel_callback *cb, cancel_fn fn,
                                    void *arg, struct cancel_source *src,

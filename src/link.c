@@ -38,9 +38,9 @@ links_of(struct cancel_source *src)
 	return src->links_ != NULL ? src->links_ : &src->link_;
 }
 
-int
-cancel_source_init_linked(struct cancel_source *src,
-                          const cancel_token *parents, size_t n)
+static __attribute__((noinline)) int
+init_linked_slow(struct cancel_source *src, const cancel_token *parents,
+                 size_t n)
 {
 	if (src == NULL || (parents == NULL && n > 0))
 		return EINVAL;
@@ -94,6 +94,34 @@ cancel_source_init_linked(struct cancel_source *src,
 		j++;
 	}
 	return 0;
+}
+
+/*
+ * The fast path: one live parent, its lock free. Registers the embedded
+ * link as init_linked_slow would, without calls or saved registers; any
+ * other case goes there and starts over (nothing here is visible to
+ * another thread until the push, and a push is final).
+ */
+int
+cancel_source_init_linked(struct cancel_source *src,
+                          const cancel_token *parents, size_t n)
+{
+	struct cancel_source *p;
+	if (src != NULL && n == 1 && parents != NULL &&
+	    (p = parents[0].src_) != NULL && core_trylock(p)) {
+		/* CANCELED under the lock: see core_lock_unless_canceled. */
+		if (!(ld_acquire(&p->state_) & CANCEL__S_CANCELED)) {
+			core_source_zero(src);
+			src->nlinks_ = 1;
+			core_push_locked(p, &src->link_, link_fire, src,
+			                 CB_KEEP_SRC);
+			/* Release: publishes the link to p's canceller. */
+			core_unlock(p);
+			return 0;
+		}
+		core_unlock(p);
+	}
+	return init_linked_slow(src, parents, n);
 }
 
 void

@@ -59,49 +59,11 @@ cancel__lock_slow(struct cancel_source *src)
 	} while (xchg_acquire(&src->lock_, 1u) != 0);
 }
 
-/* Zero one callback's fields with word stores (see cancel_source_init). */
-static void
-zero_callback(struct cancel_callback *cb)
-{
-	st_relaxed(&cb->next_, NULL);
-	st_relaxed(&cb->prev_, NULL);
-	st_relaxed(&cb->fn_, NULL);
-	st_relaxed(&cb->arg_, NULL);
-	st_relaxed(&cb->src_, NULL);
-	st_relaxed(&cb->state_, 0u);
-	st_relaxed(&cb->spare_, 0u);
-}
-
-/*
- * Every field to zero, one word store each: on the benchmark machine
- * memset() and vector stores of these 168 bytes cost twice as much as
- * 21 word stores (relaxed stores cannot be merged into vector ones).
- */
 void
 cancel_source_init(struct cancel_source *src)
 {
-	if (src == NULL)
-		return;
-	st_relaxed(&src->state_, 0u);
-	st_relaxed(&src->lock_, 0u);
-	st_relaxed(&src->spare_, 0u);
-	st_relaxed(&src->head_, NULL);
-	st_relaxed(&src->runner_, NULL);
-	st_relaxed(&src->next_deferred_, NULL);
-	st_relaxed(&src->links_, NULL);
-	st_relaxed(&src->nlinks_, 0u);
-	st_relaxed(&src->children_, 0u);
-	st_relaxed(&src->fd_, 0);
-	st_relaxed(&src->wfd_, 0);
-	st_relaxed(&src->deadline_, 0u);
-	st_relaxed(&src->tchild_, NULL);
-	st_relaxed(&src->tnext_, NULL);
-	st_relaxed(&src->tprev_, NULL);
-	st_relaxed(&src->tflags_, 0u);
-	st_relaxed(&src->gen_, 0u);
-	zero_callback(&src->link_);
-	st_relaxed(&src->current_, NULL);
-	st_relaxed(&src->owner_, NULL);
+	if (src != NULL)
+		core_source_zero(src);
 }
 
 cancel_token
@@ -436,8 +398,8 @@ teardown(struct cancel_source *src, struct cancel__frame *frame,
 	return 0;
 }
 
-int
-cancel_source_destroy(struct cancel_source *src)
+static __attribute__((noinline)) int
+destroy_slow(struct cancel_source *src)
 {
 	if (src == NULL)
 		return EINVAL;
@@ -503,6 +465,57 @@ cancel_source_destroy(struct cancel_source *src)
 out:
 	CANCEL_ERRNO_RESTORE();
 	return rc;
+}
+
+/*
+ * Under @src's fast destroy (state word 0, so no cancel can reach the
+ * link): take its one embedded link out of the parent's list without
+ * waiting. False if that needs the general path (parent contended, link
+ * not registered, several parents).
+ */
+static inline bool
+unlink_one_fast(struct cancel_source *src)
+{
+	if (src->nlinks_ != 1 || src->links_ != NULL)
+		return false;
+	struct cancel_callback *link = &src->link_;
+	struct cancel_source *p = ld_relaxed(&link->src_);
+	if (p == NULL || !core_trylock(p))
+		return false;
+	if (!core_remove_registered(p, link)) {
+		core_unlock(p);
+		return false;
+	}
+	/* The link leaves p's children (counted at register, same lock). */
+	st_relaxed(&p->children_, ld_relaxed(&p->children_) - 1);
+	/* Release pairs with the next locker of p (a cancel, a destroy). */
+	core_unlock(p);
+	st_relaxed(&link->src_, NULL);
+	src->nlinks_ = 0;
+	return true;
+}
+
+/*
+ * The fast path: never canceled, no waiter, no fd (state word 0), nothing
+ * registered, no child, never armed, at most one parent. Its checks are
+ * destroy_slow's own, made without calls or saved registers; anything else
+ * goes there and starts over.
+ */
+int
+cancel_source_destroy(struct cancel_source *src)
+{
+	/* Acquire: as destroy_slow's first load of the state word. */
+	if (src != NULL && ld_acquire(&src->state_) == 0 &&
+	    ld_relaxed(&src->head_) == NULL &&
+	    ld_acquire(&src->children_) == 0 &&
+	    /* Acquire pairs with the timer's release stores of tflags_
+	     * (all zero: never armed, nothing for the disarm to do). */
+	    ld_acquire(&src->tflags_) == 0 &&
+	    (src->nlinks_ == 0 || unlink_one_fast(src)) &&
+	    /* Reloaded after the unlink, as destroy_slow does. */
+	    ld_acquire(&src->state_) == 0)
+		return 0;
+	return destroy_slow(src);
 }
 
 /* ------------------------------------------------------------------ */

@@ -210,6 +210,83 @@ reason_is_visible_with_the_flag(void **state)
 
 /* ---- destroy ---- */
 
+/*
+ * init writes only the fields read before they are written (the timer
+ * heap links and the embedded link are set when used). Run every feature
+ * that uses the others on sources initialized over garbage: a byte
+ * pattern (a stray read would follow a wild pointer) and fresh malloc
+ * memory (valgrind, in CI, reports a branch on it).
+ */
+#define HOUR_NS (3600ull * 1000000000ull)
+
+static void
+exercise_garbage_init(struct cancel_source *s, struct cancel_source *p2)
+{
+	struct cancel_source parent;
+	cancel_source_init(&parent);
+	cancel_token pt = cancel_source_token(&parent);
+	struct timespec dl;
+
+	/* Plain: register, deadline query, cancel, destroy. */
+	cancel_source_init(s);
+	int ran = 0;
+	struct cancel_callback cb = CANCEL_CALLBACK_INITIALIZER;
+	assert_true(cancel_callback_register(&cb, count_fn, &ran,
+	                                     cancel_source_token(s)));
+	assert_false(cancel_token_deadline(cancel_source_token(s), &dl));
+	assert_true(cancel_source_cancel(s));
+	assert_int_equal(ran, 1);
+	assert_int_equal(cancel_source_destroy(s), 0);
+
+	/* Timed: arm, query, re-arm, disarm, destroy armed. */
+	cancel_source_init(s);
+	assert_int_equal(cancel_source_cancel_after(s, HOUR_NS), 0);
+	assert_true(cancel_token_deadline(cancel_source_token(s), &dl));
+	assert_int_equal(cancel_source_cancel_after(s, 2 * HOUR_NS), 0);
+	assert_int_equal(cancel_source_cancel_after(s, CANCEL_NEVER), 0);
+	assert_false(cancel_token_deadline(cancel_source_token(s), &dl));
+	assert_int_equal(cancel_source_cancel_after(s, HOUR_NS), 0);
+	assert_int_equal(cancel_source_destroy(s), 0);
+
+	/* Linked to one parent, then two, then a canceled one. */
+	assert_int_equal(cancel_source_init_linked(s, &pt, 1), 0);
+	assert_false(cancel_token_deadline(cancel_source_token(s), &dl));
+	assert_int_equal(cancel_source_destroy(s), 0);
+	cancel_source_init(p2);
+	cancel_token two[2] = {pt, cancel_source_token(p2)};
+	assert_int_equal(cancel_source_init_linked(s, two, 2), 0);
+	assert_int_equal(cancel_source_destroy(&parent), EBUSY);
+	assert_true(cancel_source_cancel(p2));
+	assert_true(cancel_token_is_canceled(cancel_source_token(s)));
+	assert_int_equal(cancel_source_destroy(s), 0);
+	assert_int_equal(cancel_source_destroy(p2), 0);
+	assert_int_equal(cancel_source_init_linked(s, &pt, 1), 0);
+	assert_true(cancel_source_cancel(&parent));
+	assert_true(cancel_token_is_canceled(cancel_source_token(s)));
+	assert_int_equal(cancel_source_destroy(s), 0);
+	assert_int_equal(cancel_source_destroy(&parent), 0);
+}
+
+static void
+init_over_garbage_leaves_nothing_unset(void **state)
+{
+	(void)state;
+	long live = cancel__test_live_objects();
+	struct cancel_source s, p2;
+	memset(&s, 0xa5, sizeof(s));
+	memset(&p2, 0x5a, sizeof(p2));
+	exercise_garbage_init(&s, &p2);
+
+	struct cancel_source *hs = malloc(sizeof(*hs));
+	struct cancel_source *hp = malloc(sizeof(*hp));
+	assert_non_null(hs);
+	assert_non_null(hp);
+	exercise_garbage_init(hs, hp);
+	free(hs);
+	free(hp);
+	assert_int_equal(cancel__test_live_objects(), live);
+}
+
 static void
 destroy_null_is_einval(void **state)
 {
@@ -435,6 +512,7 @@ main(void)
 	    cmocka_unit_test(large_reason_is_kept),
 	    cmocka_unit_test(concurrent_cancels_exactly_one_wins),
 	    cmocka_unit_test(reason_is_visible_with_the_flag),
+	    cmocka_unit_test(init_over_garbage_leaves_nothing_unset),
 	    cmocka_unit_test(destroy_null_is_einval),
 	    cmocka_unit_test(destroy_is_ebusy_while_callback_registered),
 	    cmocka_unit_test(destroy_succeeds_after_unregister),
