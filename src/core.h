@@ -46,8 +46,11 @@ extern __attribute__((tls_model("initial-exec"))) _Thread_local struct cancel__t
 /* Callback states (low byte of cancel_callback.state_). */
 #define CB_NONE 0u        /* never registered, or registration refused */
 #define CB_REGISTERED 1u  /* in its source's list */
-#define CB_RUNNING 2u     /* popped by a cancel; fn running */
-#define CB_DONE 3u        /* fn returned (or unregistered itself) */
+/* 2 was RUNNING: a popped callback is DONE at once; current_ says
+ * whether its fn still runs. */
+#define CB_DONE 3u        /* popped by a cancel (fn running while it is
+                           * its source's current_, else returned), or
+                           * unregistered itself from its fn */
 #define CB_REMOVED 4u     /* unregistered before it ran */
 #define CB_ON_NONE 5u     /* registered on CANCEL_TOKEN_NONE: recorded only */
 #define CB_STATE_MASK 0xffu

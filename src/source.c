@@ -127,36 +127,41 @@ run_list(struct cancel_source *src, bool outermost)
 		struct cancel_callback *cb = src->head_;
 		if (cb == NULL)
 			break;
+		/* A popped callback's next_ is never read again. */
 		src->head_ = cb->next_;
 		if (cb->next_ != NULL)
 			cb->next_->prev_ = NULL;
-		cb->next_ = NULL;
+		/* DONE at once: readers tell a running callback by
+		 * current_, not by its state. */
 		uint32_t st = ld_relaxed(&cb->state_);
-		st_relaxed(&cb->state_, (st & ~CB_STATE_MASK) | CB_RUNNING);
+		st_relaxed(&cb->state_, (st & ~CB_STATE_MASK) | CB_DONE);
 		src->current_ = cb;
 		frame.cb_released = false;
-		frame.released_cb = NULL;
 		cancel_fn fn = cb->fn_;
 		void *arg = cb->arg_;
 		core_unlock(src);
 
 		fn(arg);
 
-		if (frame.released_cb != NULL) {
-			/* fn released itself: cb may be gone, never touch it;
-			 * just let threads waiting for its return go. */
-			cancel__released_done(&frame);
-		}
-		if (frame.src_destroyed) {
-			/* A callback destroyed src: do not touch it again. */
-			cancel__tls.top = frame.outer;
-			return;
-		}
-		core_lock(src);
-		src->current_ = NULL;
-		if (!frame.cb_released) {
-			st = ld_relaxed(&cb->state_);
-			st_relaxed(&cb->state_, (st & ~CB_STATE_MASK) | CB_DONE);
+		if (__builtin_expect(frame.cb_released | frame.src_destroyed,
+		                     0)) {
+			/* fn released cb (it may be gone: never touch it),
+			 * or destroyed src. released_cb is set only with
+			 * cb_released, and cleared by released_done. */
+			if (frame.released_cb != NULL) {
+				/* Let threads waiting for its return go. */
+				cancel__released_done(&frame);
+			}
+			if (frame.src_destroyed) {
+				/* Do not touch src again. */
+				cancel__tls.top = frame.outer;
+				return;
+			}
+			core_lock(src);
+			src->current_ = NULL;
+		} else {
+			core_lock(src);
+			src->current_ = NULL;
 			/* Release pairs with the acquire load of src_ in
 			 * unregister/try_unregister: an owner that sees
 			 * NULL there reuses cb after all our writes to it. */

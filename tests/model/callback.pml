@@ -394,7 +394,7 @@ proctype Canceller()
 			nlist--;
 			c = list[nlist];
 			list[nlist] = NONE;
-			cbst[c] = C_RUNNING;
+			cbst[c] = C_DONE;	/* at the pop: cur tells running */
 			cur = c;
 			fr_released = false;
 			fr_destroyed = false
@@ -417,11 +417,7 @@ proctype Canceller()
 		fi;
 #endif
 		d_step {
-			cur = NONE;
-			if
-			:: !fr_released -> cbst[c] = C_DONE
-			:: else
-			fi;
+			cur = NONE;	/* cbst is DONE since the pop */
 			if
 			:: wflag -> wflag = false; gen++; res = true
 			:: else -> res = false

@@ -302,7 +302,7 @@ proctype Canceller()
 		touch_cb();
 		d_step {
 			listed = false;
-			cbst = C_RUNNING;
+			cbst = C_DONE;	/* at the pop: cur tells running */
 			cur = CB;
 			fr_released = false;
 			fr_relcb = false
@@ -340,7 +340,7 @@ proctype Canceller()
 		if
 		:: !fr_released ->
 			touch_cb();
-			d_step { cbst = C_DONE; cbsrc = false }
+			cbsrc = false	/* release store; DONE since the pop */
 		:: else
 		fi;
 		if
