@@ -203,8 +203,10 @@ typedef struct cancel_token {
 /* ------------------------------------------------------------------ */
 
 /*
- * Initialize @src as a new, not-canceled source. Equivalent to filling it
- * with zero bytes. Do not call it on a source that is in use.
+ * Initialize @src as a new, not-canceled source. It behaves exactly like a
+ * source filled with zero bytes (CANCEL_SOURCE_INITIALIZER), though init
+ * writes only the fields that need a value: other bytes may keep their old
+ * contents. Do not call it on a source that is in use.
  * Threads: no other call on @src may run at the same time. Blocks: no.
  */
 CANCEL_API void cancel_source_init(struct cancel_source *src);
