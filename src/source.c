@@ -473,10 +473,11 @@ out:
 }
 
 /*
- * Under @src's fast destroy (state word 0, so no cancel can reach the
- * link): take its one embedded link out of the parent's list without
- * waiting. False if that needs the general path (parent contended, link
- * not registered, several parents).
+ * For @src's fast destroy: take its one embedded link out of the parent's
+ * list without waiting. The parent's lock decides: a link still registered
+ * is removed before the parent's cancel can pop it. False if that needs the
+ * general path (parent's lock busy; link already popped by a cancel, which
+ * destroy_slow waits for; several parents).
  */
 static inline bool
 unlink_one_fast(struct cancel_source *src)
