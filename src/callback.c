@@ -82,7 +82,7 @@ register_slow(struct cancel_callback *cb, cancel_fn fn, void *arg,
  * fast path this took register+unregister from 0.9-1.07x of a
  * std::stop_callback to 0.5-0.6x on this VM's slow phases (bench/README).
  */
-bool
+CANCEL_HOT_FN bool
 cancel_callback_register(struct cancel_callback *cb, cancel_fn fn, void *arg,
                          cancel_token tok)
 {
@@ -382,7 +382,7 @@ unregister_slow(struct cancel_callback *cb)
  * only a plain callback (links go through unregister_slow, or through
  * destroy's own fast unlink).
  */
-bool
+CANCEL_HOT_FN bool
 cancel_callback_unregister(struct cancel_callback *cb)
 {
 	struct cancel_source *src;

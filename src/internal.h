@@ -15,6 +15,15 @@
 
 #define CANCEL_HIDDEN __attribute__((visibility("hidden")))
 
+/*
+ * A hot public function starts a cache line, so its short fast path sits
+ * in as few fetch blocks as possible. Measured on register/unregister
+ * (bench_core, 6 A/B pairs): the same in this VM's fast phase, 10.6-12.3
+ * -> 8.6-9.6 ns per pair in its slow phase (a busy sibling hyperthread
+ * shares the front end).
+ */
+#define CANCEL_HOT_FN __attribute__((aligned(64)))
+
 /* ------------------------------------------------------------------ */
 /* The state word (struct cancel_source.state_)                       */
 /* ------------------------------------------------------------------ */
