@@ -89,16 +89,9 @@ cancel_callback_register(struct cancel_callback *cb, cancel_fn fn, void *arg,
 	struct cancel_source *src = tok.src_;
 	if (__builtin_expect(cb == NULL, 0) || __builtin_expect(fn == NULL, 0))
 		return false;
-	if (__builtin_expect(src != NULL, 1) && core_trylock(src)) {
-		/* CANCELED under the lock: see core_lock_unless_canceled. */
-		if (!(ld_acquire(&src->state_) & CANCEL__S_CANCELED)) {
-			core_push_locked(src, cb, fn, arg, 0);
-			/* Release: publishes cb to the canceller's lock. */
-			core_unlock(src);
-			return true;
-		}
-		core_unlock(src);
-	}
+	if (__builtin_expect(src != NULL, 1) &&
+	    core_register_fast(src, cb, fn, arg, 0))
+		return true;
 	return register_slow(cb, fn, arg, src);
 }
 
@@ -241,7 +234,7 @@ enum removal { REMOVED, RUNNING_MINE, RUNNING_OTHER, NOT_THERE };
 static enum removal
 remove_locked(struct cancel_source *src, struct cancel_callback *cb)
 {
-	if (core_remove_registered(src, cb))
+	if (core_remove_registered(src, cb) != 0)
 		return REMOVED;
 	if (src->current_ == cb) {
 		void *runner = ld_relaxed(&src->runner_);
@@ -377,11 +370,7 @@ unregister_slow(struct cancel_callback *cb)
 	return removed;
 }
 
-/*
- * As register: no call and no saved register on the fast path, which takes
- * only a plain callback (links go through unregister_slow, or through
- * destroy's own fast unlink).
- */
+/* As register: no call and no saved register on the fast path. */
 CANCEL_HOT_FN bool
 cancel_callback_unregister(struct cancel_callback *cb)
 {
@@ -391,17 +380,7 @@ cancel_callback_unregister(struct cancel_callback *cb)
 	/* Acquire pairs with the release store that released cb (run_list
 	 * or teardown after it ran, or its own self-unregister). */
 	src = ld_acquire(&cb->src_);
-	if (__builtin_expect(src != NULL, 1) && core_trylock(src)) {
-		if (__builtin_expect(ld_relaxed(&cb->state_) == CB_REGISTERED,
-		                     1)) {
-			core_list_unlink(src, cb);
-			st_relaxed(&cb->state_, CB_REMOVED);
-			st_relaxed(&cb->src_, NULL);
-			/* Release pairs with the next locker's acquire. */
-			core_unlock(src);
-			return true;
-		}
-		core_unlock(src);
-	}
+	if (__builtin_expect(src != NULL, 1) && core_unregister_fast(src, cb))
+		return true;
 	return unregister_slow(cb);
 }

@@ -149,21 +149,22 @@ core_push_locked(struct cancel_source *src, struct cancel_callback *cb,
 
 /*
  * Under src's lock: if @cb is registered (in the list, not yet popped by a
- * cancel), take it out, mark it removed and return true. A plain callback
- * forgets its source; a link keeps it (it leaves src's children when its
- * child unregisters it, whatever this returns: the caller's business).
+ * cancel), take it out, mark it removed and return its state before (never
+ * 0); else return 0. A plain callback forgets its source; a link keeps it
+ * (it leaves src's children when its child unregisters it, whatever this
+ * returns: the caller's business).
  */
-static inline bool
+static inline uint32_t
 core_remove_registered(struct cancel_source *src, struct cancel_callback *cb)
 {
 	uint32_t st = ld_relaxed(&cb->state_);
 	if ((st & CB_STATE_MASK) != CB_REGISTERED)
-		return false;
+		return 0;
 	core_list_unlink(src, cb);
 	st_relaxed(&cb->state_, (st & ~CB_STATE_MASK) | CB_REMOVED);
 	if (!(st & CB_KEEP_SRC))
 		st_relaxed(&cb->src_, NULL);
-	return true;
+	return st;
 }
 
 /* Try the list lock once, without spinning: the hot paths' entry. */
@@ -172,6 +173,47 @@ core_trylock(struct cancel_source *src)
 {
 	/* Acquire pairs with the release store in core_unlock(). */
 	return __builtin_expect(xchg_acquire(&src->lock_, 1u) == 0, 1);
+}
+
+/*
+ * The uncontended registration (register, one-parent init_linked): if
+ * src's lock is free and src is not canceled, push @cb and return true.
+ * False changes nothing: the caller's general path starts over.
+ */
+static inline bool
+core_register_fast(struct cancel_source *src, struct cancel_callback *cb,
+                   cancel_fn fn, void *arg, uint32_t flags)
+{
+	if (!core_trylock(src))
+		return false;
+	/* CANCELED under the lock: see core_lock_unless_canceled. */
+	if (ld_acquire(&src->state_) & CANCEL__S_CANCELED) {
+		core_unlock(src);
+		return false;
+	}
+	core_push_locked(src, cb, fn, arg, flags);
+	/* Release: publishes cb to the canceller's lock acquire. */
+	core_unlock(src);
+	return true;
+}
+
+/*
+ * The uncontended unregistration (unregister, destroy's unlink): if
+ * src's lock is free and @cb is still in the list, take it out and return
+ * true; a link also leaves src's children (counted at register, same
+ * lock). False changes nothing: the caller's general path starts over.
+ */
+static inline bool
+core_unregister_fast(struct cancel_source *src, struct cancel_callback *cb)
+{
+	if (!core_trylock(src))
+		return false;
+	uint32_t st = core_remove_registered(src, cb);
+	if (st & CB_KEEP_SRC)
+		st_relaxed(&src->children_, ld_relaxed(&src->children_) - 1);
+	/* Release pairs with the next locker's acquire. */
+	core_unlock(src);
+	return st != 0;
 }
 
 /*

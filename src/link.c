@@ -99,8 +99,8 @@ init_linked_slow(struct cancel_source *src, const cancel_token *parents,
 /*
  * The fast path: one live parent, its lock free. Registers the embedded
  * link as init_linked_slow would, without calls or saved registers; any
- * other case goes there and starts over (nothing here is visible to
- * another thread until the push, and a push is final).
+ * other case goes there and starts over (nothing written here is visible
+ * to another thread unless the push happened, and a push is final).
  */
 int
 cancel_source_init_linked(struct cancel_source *src,
@@ -108,18 +108,12 @@ cancel_source_init_linked(struct cancel_source *src,
 {
 	struct cancel_source *p;
 	if (src != NULL && n == 1 && parents != NULL &&
-	    (p = parents[0].src_) != NULL && core_trylock(p)) {
-		/* CANCELED under the lock: see core_lock_unless_canceled. */
-		if (!(ld_acquire(&p->state_) & CANCEL__S_CANCELED)) {
-			core_source_zero(src);
-			src->nlinks_ = 1;
-			core_push_locked(p, &src->link_, link_fire, src,
-			                 CB_KEEP_SRC);
-			/* Release: publishes the link to p's canceller. */
-			core_unlock(p);
+	    (p = parents[0].src_) != NULL) {
+		core_source_zero(src);
+		src->nlinks_ = 1;
+		if (core_register_fast(p, &src->link_, link_fire, src,
+		                       CB_KEEP_SRC))
 			return 0;
-		}
-		core_unlock(p);
 	}
 	return init_linked_slow(src, parents, n);
 }

@@ -408,32 +408,8 @@ destroy_slow(struct cancel_source *src)
 {
 	if (src == NULL)
 		return EINVAL;
-	/*
-	 * Fast path: never canceled, no waiter, no fd (state word 0). No
-	 * cancel is running src's list, and registers, waits and new children
-	 * may not race destroy, so head_ and children_ cannot change under us
-	 * (the caller ordered their last change before this call); the
-	 * acquire load pairs with the release that published that change.
-	 * A firing timer is waited for by the disarm. Nothing here sets errno
-	 * (close() is only on the slow path).
-	 */
+	/* Acquire pairs with cancel__begin's CAS and run_list's DONE. */
 	uint64_t s = ld_acquire(&src->state_);
-	if (s == 0) {
-		if (ld_relaxed(&src->head_) != NULL ||
-		    ld_acquire(&src->children_) != 0)
-			return EBUSY;
-		if (src->nlinks_ != 0) {
-			cancel__unlink_parents(src);
-			/* A parent's cancel may have reached our link while we
-			 * unlinked, and its run of our list may even be queued
-			 * on its thread: then finish below, which waits. */
-			s = ld_acquire(&src->state_);
-		}
-		if (s == 0) {
-			cancel__timer_disarm(src);
-			return 0;
-		}
-	}
 	CANCEL_ERRNO_SAVE();
 	int rc;
 	struct cancel__frame *mine = NULL;
@@ -486,16 +462,8 @@ unlink_one_fast(struct cancel_source *src)
 		return false;
 	struct cancel_callback *link = &src->link_;
 	struct cancel_source *p = ld_relaxed(&link->src_);
-	if (p == NULL || !core_trylock(p))
+	if (p == NULL || !core_unregister_fast(p, link))
 		return false;
-	if (!core_remove_registered(p, link)) {
-		core_unlock(p);
-		return false;
-	}
-	/* The link leaves p's children (counted at register, same lock). */
-	st_relaxed(&p->children_, ld_relaxed(&p->children_) - 1);
-	/* Release pairs with the next locker of p (a cancel, a destroy). */
-	core_unlock(p);
 	st_relaxed(&link->src_, NULL);
 	src->nlinks_ = 0;
 	return true;
@@ -503,14 +471,19 @@ unlink_one_fast(struct cancel_source *src)
 
 /*
  * The fast path: never canceled, no waiter, no fd (state word 0), nothing
- * registered, no child, never armed, at most one parent. Its checks are
- * destroy_slow's own, made without calls or saved registers; anything else
- * goes there and starts over.
+ * registered, no child, never armed, at most one parent whose link comes
+ * out at once: nothing to wait for or to free. No cancel runs src's list,
+ * and registers, waits and new children may not race destroy, so head_
+ * and children_ cannot change under us (the caller ordered their last
+ * change before this call; the acquire loads pair with the release that
+ * published it). No call, no saved register, errno untouched. Anything
+ * else goes to destroy_slow, whose teardown checks the same under the
+ * lock.
  */
 int
 cancel_source_destroy(struct cancel_source *src)
 {
-	/* Acquire: as destroy_slow's first load of the state word. */
+	/* Acquire pairs with cancel__begin's CAS. */
 	if (src != NULL && ld_acquire(&src->state_) == 0 &&
 	    ld_relaxed(&src->head_) == NULL &&
 	    ld_acquire(&src->children_) == 0 &&
@@ -518,7 +491,7 @@ cancel_source_destroy(struct cancel_source *src)
 	     * (all zero: never armed, nothing for the disarm to do). */
 	    ld_acquire(&src->tflags_) == 0 &&
 	    (src->nlinks_ == 0 || unlink_one_fast(src)) &&
-	    /* Reloaded after the unlink, as destroy_slow does. */
+	    /* Reloaded after the unlink, as teardown does. */
 	    ld_acquire(&src->state_) == 0)
 		return 0;
 	return destroy_slow(src);
