@@ -17,6 +17,7 @@
 #include "atomic.h"
 
 #include <errno.h>
+#include <unistd.h>
 
 /*
  * Someone else won the creation: wait until it has set FD, so that once we
@@ -102,4 +103,15 @@ cancel_token_fd(cancel_token tok, int *fd)
 	int rc = cancel__source_fd(tok.src_, fd);
 	CANCEL_ERRNO_RESTORE();
 	return rc;
+}
+
+void
+cancel__wakefd_close(int rfd, int wfd)
+{
+	int saved = errno;
+	/* Never retry close(2) on EINTR: the descriptor is gone either way. */
+	close(rfd);
+	if (wfd != rfd)
+		close(wfd);
+	errno = saved;
 }

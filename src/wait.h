@@ -49,6 +49,8 @@ CANCEL_HIDDEN int cancel__wakefd_open(int *rfd, int *wfd);
 CANCEL_HIDDEN void cancel__wakefd_signal(int wfd);
 /* Consume pending readability (only for the library thread's own fd). */
 CANCEL_HIDDEN void cancel__wakefd_drain(int rfd);
+/* Close both ends (once for an eventfd), errno preserved. The same for
+ * both backends: defined in fd.c. */
 CANCEL_HIDDEN void cancel__wakefd_close(int rfd, int wfd);
 
 #endif /* CANCEL_WAIT_H */

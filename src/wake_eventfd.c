@@ -49,14 +49,3 @@ cancel__wakefd_drain(int rfd)
 		;
 	errno = saved;
 }
-
-void
-cancel__wakefd_close(int rfd, int wfd)
-{
-	int saved = errno;
-	/* Never retry close(2) on EINTR: the descriptor is gone either way. */
-	close(rfd);
-	if (wfd != rfd)
-		close(wfd);
-	errno = saved;
-}

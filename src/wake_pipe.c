@@ -90,13 +90,3 @@ cancel__wakefd_drain(int rfd)
 	}
 	errno = saved;
 }
-
-void
-cancel__wakefd_close(int rfd, int wfd)
-{
-	int saved = errno;
-	close(rfd);
-	if (wfd != rfd)
-		close(wfd);
-	errno = saved;
-}

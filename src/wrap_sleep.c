@@ -91,28 +91,29 @@ blocking_call(uint64_t dl, cancel_token tok, bool sleep)
 	return rc;
 }
 
-int
-cancel_wait(const struct timespec *deadline, cancel_token tok)
+/* cancel_wait and cancel_sleep_until: an absolute @deadline or NULL. */
+static int
+until_deadline(const struct timespec *deadline, cancel_token tok, bool sleep)
 {
 	CANCEL_ERRNO_SAVE();
 	uint64_t dl;
 	int rc = cancel__deadline_ns(deadline, &dl);
 	if (rc == 0)
-		rc = blocking_call(dl, tok, false);
+		rc = blocking_call(dl, tok, sleep);
 	CANCEL_ERRNO_RESTORE();
 	return rc;
 }
 
 int
+cancel_wait(const struct timespec *deadline, cancel_token tok)
+{
+	return until_deadline(deadline, tok, false);
+}
+
+int
 cancel_sleep_until(const struct timespec *deadline, cancel_token tok)
 {
-	CANCEL_ERRNO_SAVE();
-	uint64_t dl;
-	int rc = cancel__deadline_ns(deadline, &dl);
-	if (rc == 0)
-		rc = blocking_call(dl, tok, true);
-	CANCEL_ERRNO_RESTORE();
-	return rc;
+	return until_deadline(deadline, tok, true);
 }
 
 int
