@@ -128,6 +128,51 @@ static unsigned released_count;
  * (freed by its fn and registered again): the pair must match. */
 static uint32_t released_stamp;
 
+/*
+ * fork(): no other thread may hold graph_mu at the fork (the child would
+ * deadlock on its first self-unregister). In the child only the forking
+ * thread exists: its own released frames stay (it may be inside a callback
+ * that released itself, and run_list takes the frame off when it returns);
+ * other threads' frames and parked unregisters are gone.
+ */
+static void
+graph_atfork_prepare(void)
+{
+	pthread_mutex_lock(&graph_mu);
+}
+
+static void
+graph_atfork_parent(void)
+{
+	pthread_mutex_unlock(&graph_mu);
+}
+
+static void
+graph_atfork_child(void)
+{
+	graph = NULL;
+	struct cancel__frame **pp = &released;
+	unsigned n = 0;
+	while (*pp != NULL) {
+		if (cancel__frame_is_mine(*pp)) {
+			n++;
+			pp = &(*pp)->rel_next;
+		} else {
+			*pp = (*pp)->rel_next;
+		}
+	}
+	st_relaxed(&released_count, n);
+	pthread_cond_init(&graph_cv, NULL);
+	pthread_mutex_unlock(&graph_mu);
+}
+
+__attribute__((constructor)) static void
+graph_register_atfork(void)
+{
+	pthread_atfork(graph_atfork_prepare, graph_atfork_parent,
+	               graph_atfork_child);
+}
+
 /* Under graph_mu: the frame whose released callback is @cb, or NULL. */
 static struct cancel__frame *
 released_find(const struct cancel_callback *cb)
@@ -139,8 +184,8 @@ released_find(const struct cancel_callback *cb)
 	return NULL;
 }
 
-static void
-released_add(struct cancel__frame *f, struct cancel_callback *cb)
+void
+cancel__released_add(struct cancel__frame *f, struct cancel_callback *cb)
 {
 	pthread_mutex_lock(&graph_mu);
 	if (++released_stamp == 0)
@@ -312,6 +357,7 @@ unregister_slow(struct cancel_callback *cb)
 
 	/* Nothing below touches errno: park and the mutex preserve it. */
 	bool removed = false;
+	bool counted = false;
 	core_lock(src);
 	for (;;) {
 		enum removal r = remove_locked(src, cb);
@@ -332,7 +378,7 @@ unregister_slow(struct cancel_callback *cb)
 			st_relaxed(&cb->state_,
 			           (st & ~CB_STATE_MASK) | CB_DONE);
 			if (!(st & CB_KEEP_SRC)) {
-				released_add(f, cb);
+				cancel__released_add(f, cb);
 				/* Release pairs with the acquire load of
 				 * src_ in unregister: whoever sees NULL
 				 * finds the frame on the list. */
@@ -357,6 +403,21 @@ unregister_slow(struct cancel_callback *cb)
 		 * orders its writes before our return. */
 		uint32_t g = ld_relaxed(&src->gen_) | GEN_WAIT;
 		st_relaxed(&src->gen_, g);
+		if (!counted) {
+			/*
+			 * From here to our last access we are a user of src
+			 * (the lifetime mechanism, source.c): run_list clears
+			 * GEN_WAIT when it wakes us, and destroy must still
+			 * wait for us to leave. GEN_WAIT is set first: a
+			 * destroy from inside the callback we wait for sees
+			 * it with our count (acq_rel) and returns EBUSY; if
+			 * it already sleeps on the count (DWAIT), wake it.
+			 */
+			uint64_t st = cancel__waiter_enter(src);
+			if (st & CANCEL__S_DWAIT)
+				cancel__unpark_all(cancel__state_word(src));
+			counted = true;
+		}
 		core_unlock(src);
 		cancel__park(&src->gen_, g, CANCEL_NEVER);
 		graph_remove(&rec);
@@ -367,6 +428,8 @@ unregister_slow(struct cancel_callback *cb)
 	if (fl & CB_KEEP_SRC)
 		st_relaxed(&src->children_, ld_relaxed(&src->children_) - 1);
 	core_unlock(src);
+	if (counted)
+		cancel__waiter_leave(src); /* last access to src */
 	return removed;
 }
 

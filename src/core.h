@@ -222,7 +222,8 @@ core_unregister_fast(struct cancel_source *src, struct cancel_callback *cb)
  * stores cost twice as much as word stores, and relaxed stores cannot be
  * merged into vector ones). Left unwritten, because every reader first
  * checks the field that says they are valid:
- *   spare_                  unused
+ *   spare_                  the fd's fork generation: set with the fd
+                             (fd.c), read only while wfd_ is set
  *   next_deferred_          set when queued (propagation, signal finish)
  *   deadline_, tchild_, tnext_, tprev_
  *                           set by heap_insert; read only while in the
@@ -259,6 +260,15 @@ CANCEL_HIDDEN int cancel__register(struct cancel_callback *cb, cancel_fn fn,
  * them for the outermost finish when nesting is deep.
  */
 CANCEL_HIDDEN void cancel__propagate(struct cancel_source *child);
+
+/*
+ * @cb, the callback @f runs, is released while it still runs (it
+ * unregistered itself, or destroyed its source): put @f on the global list
+ * other threads' unregister waits on. run_list calls released_done once fn
+ * returns.
+ */
+CANCEL_HIDDEN void cancel__released_add(struct cancel__frame *f,
+                                        struct cancel_callback *cb);
 
 /* The released callback of @f returned: drop @f from the global list. */
 CANCEL_HIDDEN void cancel__released_done(struct cancel__frame *f);

@@ -117,6 +117,14 @@ CANCEL_HIDDEN void cancel__signal_finish(struct cancel_source *src);
 CANCEL_HIDDEN uint64_t cancel__waiter_enter(struct cancel_source *src);
 CANCEL_HIDDEN void cancel__waiter_leave(struct cancel_source *src);
 
+/*
+ * Keep @src from being destroyed whatever its state (destroy returns EBUSY
+ * until the matching unhold), as a linked child does: for objects that
+ * point at @src for longer than one call (watches, group members).
+ */
+CANCEL_HIDDEN void cancel__hold(struct cancel_source *src);
+CANCEL_HIDDEN void cancel__unhold(struct cancel_source *src);
+
 /* ------------------------------------------------------------------ */
 /* deadline.c: the monotonic clock and timespec helpers               */
 /* ------------------------------------------------------------------ */
@@ -144,6 +152,9 @@ CANCEL_HIDDEN int cancel__deadline_ns(const struct timespec *deadline,
 CANCEL_HIDDEN int cancel__source_fd(struct cancel_source *src, int *fd);
 /* Make the fd readable if it exists. Async-signal-safe. */
 CANCEL_HIDDEN void cancel__source_fd_signal(struct cancel_source *src);
+/* The fork generation: 0 in the first process, bumped in each child.
+ * A source's fd records it in spare_ (see fd.c). */
+CANCEL_HIDDEN extern uint32_t cancel__fork_gen;
 /* Close the fd (destroy). */
 CANCEL_HIDDEN void cancel__source_fd_close(struct cancel_source *src);
 

@@ -266,6 +266,17 @@ cancel__signal_finish(struct cancel_source *src)
 	cancel__finish(src);
 }
 
+/*
+ * The lifetime mechanism. Every call that can block, loop or park while it
+ * uses @src (the waits, cancel_poll, each I/O call for its whole duration,
+ * cancel_cond_wait until it has its mutex back and has decided its result,
+ * an unregister parked on a running callback) counts itself here first
+ * and leaves with its last access to @src. destroy() returns EBUSY while
+ * the count is not zero on a source that is not canceled, and waits for it
+ * to reach zero on a canceled one (the cancel has woken them all), so once
+ * destroy has returned 0 no such call touches @src again
+ * (tests/model/lifetime.pml).
+ */
 uint64_t
 cancel__waiter_enter(struct cancel_source *src)
 {
@@ -273,6 +284,24 @@ cancel__waiter_enter(struct cancel_source *src)
 	 * wakes us), and we read a CANCELED set before it. */
 	return fetch_add_acq_rel(&src->state_, (uint64_t)CANCEL__S_WAITER) +
 	       CANCEL__S_WAITER;
+}
+
+void
+cancel__hold(struct cancel_source *src)
+{
+	core_lock(src);
+	st_relaxed(&src->children_, ld_relaxed(&src->children_) + 1);
+	core_unlock(src);
+}
+
+void
+cancel__unhold(struct cancel_source *src)
+{
+	core_lock(src);
+	st_relaxed(&src->children_, ld_relaxed(&src->children_) - 1);
+	/* Release (the unlock) pairs with destroy's acquire of children_:
+	 * the holder's accesses come before the teardown. Last access. */
+	core_unlock(src);
 }
 
 void
@@ -341,6 +370,37 @@ wait_state(struct cancel_source *src, bool (*pred)(uint64_t))
 	}
 }
 
+/*
+ * destroy() from a callback of @src's own cancel, on a canceled source:
+ * wait for the users to leave, unless an unregister is parked on the
+ * callback this thread is running (GEN_WAIT): it leaves only after that
+ * callback returns, so waiting would deadlock; false means EBUSY. The
+ * unregister sets GEN_WAIT before it counts itself and wakes us if DWAIT
+ * is set (callback.c), so one of us sees the other.
+ */
+static bool
+wait_users_from_callback(struct cancel_source *src)
+{
+	for (;;) {
+		/* Acquire pairs with cancel__waiter_leave's release and with
+		 * the parked unregister's acq_rel count. */
+		uint64_t s = ld_acquire(&src->state_);
+		if (ld_relaxed(&src->gen_) & GEN_WAIT) {
+			fetch_and_acq_rel(&src->state_,
+			                  ~(uint64_t)CANCEL__S_DWAIT);
+			return false;
+		}
+		if (pred_no_waiters(s))
+			return true;
+		if (!(s & CANCEL__S_DWAIT)) {
+			fetch_or_acq_rel(&src->state_, CANCEL__S_DWAIT);
+			continue;
+		}
+		cancel__park(cancel__state_word(src), (uint32_t)s,
+		             CANCEL_NEVER);
+	}
+}
+
 static bool
 busy_locked(struct cancel_source *src)
 {
@@ -371,9 +431,16 @@ teardown(struct cancel_source *src, struct cancel__frame *frame,
 			uint32_t st = ld_relaxed(&cur->state_);
 			st_relaxed(&cur->state_,
 			           (st & ~CB_STATE_MASK) | CB_DONE);
-			/* Release: as in run_list, for the owner. */
-			if (!(st & CB_KEEP_SRC))
+			if (!(st & CB_KEEP_SRC)) {
+				/* Still running for other threads until fn
+				 * returns: they find it on the released list
+				 * (run_list takes it off), not through the
+				 * source, which is about to go. */
+				frame->cb_released = true;
+				cancel__released_add(frame, cur);
+				/* Release: as in run_list, for the owner. */
 				st_release(&cur->src_, NULL);
+			}
 		}
 		frame->src_destroyed = true;
 	}
@@ -440,8 +507,13 @@ destroy_slow(struct cancel_source *src)
 			wait_state(src, pred_done);
 		}
 	}
-	if (ld_acquire(&src->state_) & CANCEL__S_CANCELED)
+	if (ld_acquire(&src->state_) & CANCEL__S_CANCELED) {
+		if (mine != NULL && !wait_users_from_callback(src)) {
+			rc = EBUSY;
+			goto out;
+		}
 		wait_state(src, pred_no_waiters);
+	}
 	rc = teardown(src, mine, queued);
 out:
 	CANCEL_ERRNO_RESTORE();

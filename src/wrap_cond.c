@@ -250,7 +250,18 @@ cancel_cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu,
 	int cstate;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cstate);
 	struct cond_wait w = {.cv = cv, .mu = mu};
+	/*
+	 * A user of the token's source (source.c) until the result is
+	 * decided: the woken wait re-acquires mu, disarms the hook (which may
+	 * park on the source) and reads the token last. A destroy on another
+	 * thread waits for that, so do not destroy a canceled source while
+	 * holding the mutex of a cond wait on it.
+	 */
+	if (tok.src_ != NULL)
+		cancel__waiter_enter(tok.src_);
 	rc = wait_body(&w, dl, tok);
+	if (tok.src_ != NULL)
+		cancel__waiter_leave(tok.src_); /* last access */
 	pthread_setcancelstate(cstate, NULL);
 out:
 	CANCEL_ERRNO_RESTORE();

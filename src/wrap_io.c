@@ -83,6 +83,28 @@ io_classify(int fd, struct io_fd *io)
 }
 
 /*
+ * The lifetime mechanism (source.c): each call counts itself as a user of
+ * the token's source from its start to its very end, across every poll,
+ * attempt, check and regular-file chunk, so a destroy on another thread
+ * waits for it to leave (or returns EBUSY while the source is not
+ * canceled). io_leave is the call's last access to the source.
+ */
+static struct cancel_source *
+io_enter(cancel_token tok)
+{
+	if (tok.src_ != NULL)
+		cancel__waiter_enter(tok.src_);
+	return tok.src_;
+}
+
+static void
+io_leave(struct cancel_source *src)
+{
+	if (src != NULL)
+		cancel__waiter_leave(src);
+}
+
+/*
  * Wait until @fd reports one of @events, the token fires or the deadline
  * passes. 0 when ready (an error or hang-up counts: the attempt reports
  * it), else ECANCELED, ETIMEDOUT, EBADF for a descriptor poll calls
@@ -205,6 +227,7 @@ cancel_read(int fd, void *buf, size_t len, size_t *done,
 	CANCEL_ERRNO_SAVE();
 	int oldstate;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &oldstate);
+	struct cancel_source *user = io_enter(tok);
 	struct io_fd io;
 	int rc = io_begin(fd, buf, len, done, deadline, &io);
 	if (rc != 0)
@@ -234,6 +257,7 @@ cancel_read(int fd, void *buf, size_t len, size_t *done,
 		}
 	}
 out:
+	io_leave(user);
 	pthread_setcancelstate(oldstate, NULL);
 	CANCEL_ERRNO_RESTORE();
 	return rc;
@@ -287,6 +311,7 @@ cancel_write(int fd, const void *buf, size_t len, size_t *done,
 	CANCEL_ERRNO_SAVE();
 	int oldstate;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &oldstate);
+	struct cancel_source *user = io_enter(tok);
 	struct io_fd io;
 	struct sigpipe_guard guard = { .active = false };
 	bool got_epipe = false;
@@ -327,6 +352,7 @@ out:
 	if (done != NULL)
 		*done = total;
 	sigpipe_restore(&guard, got_epipe);
+	io_leave(user);
 	pthread_setcancelstate(oldstate, NULL);
 	CANCEL_ERRNO_RESTORE();
 	return rc;
@@ -364,6 +390,7 @@ cancel_accept(int fd, int *conn, struct sockaddr *addr, socklen_t *alen,
 	CANCEL_ERRNO_SAVE();
 	int oldstate;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &oldstate);
+	struct cancel_source *user = io_enter(tok);
 	int rc;
 
 	if (conn == NULL || (addr != NULL && alen == NULL)) {
@@ -407,6 +434,7 @@ cancel_accept(int fd, int *conn, struct sockaddr *addr, socklen_t *alen,
 		need_poll = errno != EINTR || (fl & O_NONBLOCK) == 0;
 	}
 out:
+	io_leave(user);
 	pthread_setcancelstate(oldstate, NULL);
 	CANCEL_ERRNO_RESTORE();
 	return rc;
@@ -419,6 +447,7 @@ cancel_connect(int fd, const struct sockaddr *addr, socklen_t alen,
 	CANCEL_ERRNO_SAVE();
 	int oldstate;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &oldstate);
+	struct cancel_source *user = io_enter(tok);
 	int rc;
 	int fl = -1;
 	bool restore = false;
@@ -479,6 +508,7 @@ cancel_connect(int fd, const struct sockaddr *addr, socklen_t alen,
 out:
 	if (restore)
 		fcntl(fd, F_SETFL, fl);
+	io_leave(user);
 	pthread_setcancelstate(oldstate, NULL);
 	CANCEL_ERRNO_RESTORE();
 	return rc;
@@ -544,6 +574,7 @@ cancel_waitpid(pid_t pid, int *status, const struct timespec *deadline,
 	CANCEL_ERRNO_SAVE();
 	int oldstate;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &oldstate);
+	struct cancel_source *user = io_enter(tok);
 	int rc;
 	uint64_t dl_ns;
 	int pidfd = -1;
@@ -592,6 +623,7 @@ cancel_waitpid(pid_t pid, int *status, const struct timespec *deadline,
 out:
 	if (pidfd >= 0)
 		close(pidfd);
+	io_leave(user);
 	pthread_setcancelstate(oldstate, NULL);
 	CANCEL_ERRNO_RESTORE();
 	return rc;
