@@ -17,7 +17,23 @@
 #include "atomic.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <unistd.h>
+
+/* Bumped in every forked child (before any code of the child runs). */
+uint32_t cancel__fork_gen;
+
+static void
+fork_gen_child(void)
+{
+	st_relaxed(&cancel__fork_gen, ld_relaxed(&cancel__fork_gen) + 1);
+}
+
+__attribute__((constructor)) static void
+fork_gen_register(void)
+{
+	pthread_atfork(NULL, NULL, fork_gen_child);
+}
 
 /*
  * Someone else won the creation: wait until it has set FD, so that once we
@@ -57,7 +73,11 @@ cancel__source_fd(struct cancel_source *src, int *fd)
 		return 0;
 	}
 	cancel__live_fd(rfd == wfd ? 1 : 2);
-	/* Release pairs with cancel__source_fd_signal's acquire load. */
+	/* The process generation the descriptor belongs to: a forked child
+	 * never writes it (cancel__source_fd_signal). */
+	st_relaxed(&src->spare_, ld_relaxed(&cancel__fork_gen));
+	/* Release pairs with cancel__source_fd_signal's acquire load (which
+	 * then sees spare_ too). */
 	st_release(&src->wfd_, (int32_t)wfd + 1);
 	/* Acq_rel: FD (with wfd_ before it) is visible to the canceller's CAS
 	 * on the state word; we see CANCELED if that CAS came first. */
@@ -73,7 +93,13 @@ cancel__source_fd_signal(struct cancel_source *src)
 {
 	/* Acquire pairs with the creator's release store of wfd_. */
 	int32_t w = ld_acquire(&src->wfd_);
-	if (w != 0)
+	/*
+	 * A descriptor made before a fork is shared with the other process:
+	 * writing it from the child (a signal handler canceling an
+	 * inherited source) would wake the parent's pollers forever. The
+	 * child never writes a descriptor it inherited.
+	 */
+	if (w != 0 && ld_relaxed(&src->spare_) == ld_relaxed(&cancel__fork_gen))
 		cancel__wakefd_signal(w - 1);
 }
 

@@ -88,11 +88,25 @@
 
 static pthread_mutex_t lt_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t lt_cv = PTHREAD_COND_INITIALIZER;
-/* Signalled when work is queued; the work thread waits on it (untimed). */
+/* Signalled when work is queued; idle work threads wait on it (untimed). */
 static pthread_cond_t work_cv = PTHREAD_COND_INITIALIZER;
-/* Under lt_mu: the work thread runs (in this process). */
-static bool wt_running;
-static _Thread_local bool wt_self;
+/*
+ * The work threads (all under lt_mu). An item's fn may block on a user
+ * mutex for as long as its holder likes, so one blocked item must not hold
+ * back the others: when an item is queued and no work thread is idle,
+ * another one is started. A work thread is busy only while it runs one
+ * item, and every queued or running item belongs to a distinct thread
+ * blocked in cancel_cond_wait (the item lives in its frame), so the number
+ * of work threads is at most 1 + the number of threads inside
+ * cancel_cond_wait at once, and never more than WT_MAX (beyond that, items
+ * wait for a busy thread: a documented limit). A thread that finishes an
+ * item while another one is idle exits, so idle threads do not pile up.
+ */
+#define WT_MAX 64u
+static unsigned wt_total;
+static unsigned wt_idle;
+/* The item this thread is running (work threads only). */
+static _Thread_local struct cancel__work *wt_current;
 
 /* 1 once the thread runs (in this process). Read without lt_mu. */
 static int lt_running;
@@ -113,7 +127,6 @@ static uint64_t sleep_until = CANCEL_NEVER;
 static struct cancel_source *firing;
 static struct cancel__work *work_head;
 static struct cancel__work *work_tail;
-static struct cancel__work *work_running;
 
 /* Signal-deferred finishes: pushed by handlers, taken whole by the thread. */
 static struct cancel_source *sig_head;
@@ -309,6 +322,7 @@ lt_main(void *arg)
 	/* Wake at the deadline, not up to 50 us after it. */
 	prctl(PR_SET_TIMERSLACK, 1ul, 0ul, 0ul, 0ul);
 #endif
+	uint32_t gen = ld_relaxed(&lt_gen);
 	bool drain = true;
 	for (;;) {
 		/* Drain first: a kick after this point leaves the fd
@@ -322,6 +336,16 @@ lt_main(void *arg)
 			cancel__wakefd_drain(pfd.fd);
 		run_signals();
 		run_timers();
+		if (ld_relaxed(&lt_gen) != gen) {
+			/*
+			 * A callback forked and this is the child: the
+			 * library thread of this process is started afresh
+			 * on demand, and this copy (whose descriptor the
+			 * child handler closed) leaves. If it is the child's
+			 * only thread, the child exits with status 0.
+			 */
+			return NULL;
+		}
 
 		pthread_mutex_lock(&lt_mu);
 		uint64_t d = heap_root != NULL ? key(heap_root) : CANCEL_NEVER;
@@ -357,12 +381,12 @@ cancel__lt_ensure(void)
 	pthread_mutex_lock(&lt_mu);
 	if (ld_relaxed(&lt_running))
 		goto out;
-	if (!wt_running) {
+	if (wt_total == 0) {
 		if (start_thread(wt_main, NULL) != 0) {
 			rc = EAGAIN;
 			goto out;
 		}
-		wt_running = true;
+		wt_total = 1;
 	}
 
 	int rfd, wfd;
@@ -399,6 +423,7 @@ out:
 static void
 run_timers(void)
 {
+	uint32_t gen = ld_relaxed(&lt_gen);
 	pthread_mutex_lock(&lt_mu);
 	for (;;) {
 		struct cancel_source *s = heap_root;
@@ -418,6 +443,8 @@ run_timers(void)
 		pthread_mutex_lock(&lt_mu);
 		firing = NULL;
 		pthread_cond_broadcast(&lt_cv);
+		if (ld_relaxed(&lt_gen) != gen)
+			break; /* a callback forked: this is the child */
 	}
 	pthread_mutex_unlock(&lt_mu);
 }
@@ -485,9 +512,17 @@ cancel__timer_disarm(struct cancel_source *src)
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
 	pthread_mutex_lock(&lt_mu);
 	disarm_locked(src);
-	/* On the library thread, firing == src means a callback of this
-	 * very firing destroys src: never wait for ourselves. */
-	while (firing == src && !lt_self)
+	if (firing == src && lt_self) {
+		/*
+		 * A callback of this very firing destroys src: never wait
+		 * for ourselves. Forget the address too: the memory may be
+		 * freed and become a new source, whose destroy must not
+		 * wait for this firing (a firing is identified by its
+		 * source, not by the address that source once had).
+		 */
+		firing = NULL;
+	}
+	while (firing == src)
 		pthread_cond_wait(&lt_cv, &lt_mu);
 	pthread_mutex_unlock(&lt_mu);
 	pthread_setcancelstate(cs, NULL);
@@ -548,20 +583,26 @@ cancel_source_cancel_at(struct cancel_source *src,
 /* Client 2: deferred work                                            */
 /* ------------------------------------------------------------------ */
 
-/* The work thread: runs posted items in order, one at a time. */
+/*
+ * A work thread: runs posted items in order, one at a time; more threads
+ * take the next items while this one is blocked (see wt_total).
+ */
 static void *
 wt_main(void *arg)
 {
 	(void)arg;
-	wt_self = true;
+	uint32_t gen = ld_relaxed(&lt_gen);
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 #ifdef __linux__
 	pthread_setname_np(pthread_self(), "cancel-work");
 #endif
 	pthread_mutex_lock(&lt_mu);
 	for (;;) {
-		while (work_head == NULL)
+		while (work_head == NULL) {
+			wt_idle++;
 			pthread_cond_wait(&work_cv, &lt_mu);
+			wt_idle--;
+		}
 		struct cancel__work *w = work_head;
 		work_head = w->next;
 		if (work_head != NULL)
@@ -570,17 +611,28 @@ wt_main(void *arg)
 			work_tail = NULL;
 		w->next = w->prev = NULL;
 		w->state = W_RUNNING;
-		work_running = w;
+		wt_current = w;
 		pthread_mutex_unlock(&lt_mu);
 
 		w->fn(w);
 
+		if (ld_relaxed(&lt_gen) != gen) {
+			/* fn forked and this is the child, where w and the
+			 * parent's queue mean nothing: leave quietly. */
+			return NULL;
+		}
 		pthread_mutex_lock(&lt_mu);
 		/* The poster may free w once it sees W_IDLE under lt_mu
 		 * (revoke or cancel__work_wait): last touch. */
 		w->state = W_IDLE;
-		work_running = NULL;
+		wt_current = NULL;
 		pthread_cond_broadcast(&lt_cv);
+		if (work_head == NULL && wt_idle > 0) {
+			/* Another thread already waits for work. */
+			wt_total--;
+			pthread_mutex_unlock(&lt_mu);
+			return NULL;
+		}
 	}
 	return NULL;
 }
@@ -601,7 +653,15 @@ cancel__work_post(struct cancel__work *w)
 		work_head = w;
 	work_tail = w;
 	w->state = W_QUEUED;
-	pthread_cond_signal(&work_cv);
+	if (wt_idle > 0) {
+		pthread_cond_signal(&work_cv);
+	} else if (wt_total < WT_MAX && start_thread(wt_main, NULL) == 0) {
+		/* Every work thread is busy (maybe blocked on another
+		 * mutex): this item must not wait behind them. */
+		wt_total++;
+	}
+	/* Else (WT_MAX reached, or no thread could be started) it waits
+	 * for a busy work thread to finish. */
 	pthread_mutex_unlock(&lt_mu);
 	return 0;
 }
@@ -637,8 +697,8 @@ cancel__work_wait(struct cancel__work *w)
 	/* Not a cancellation point (see cancel__timer_disarm). */
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
 	pthread_mutex_lock(&lt_mu);
-	/* On the work thread a running item is our own caller. */
-	while (w->state == W_RUNNING && !wt_self)
+	/* On the work thread running it, the item is our own caller. */
+	while (w->state == W_RUNNING && wt_current != w)
 		pthread_cond_wait(&lt_cv, &lt_mu);
 	pthread_mutex_unlock(&lt_mu);
 	pthread_setcancelstate(cs, NULL);
@@ -679,13 +739,16 @@ run_signals(void)
 		fifo = s;
 		s = next;
 	}
-	while (fifo != NULL) {
+	uint32_t gen = ld_relaxed(&lt_gen);
+	while (fifo != NULL && ld_relaxed(&lt_gen) == gen) {
 		/* Read the link first: the finish may let s be freed. */
 		struct cancel_source *next = fifo->next_deferred_;
 		fifo->next_deferred_ = NULL;
 		cancel__signal_finish(fifo);
 		fifo = next;
 	}
+	/* A callback forked and this is the child: the rest belongs to the
+	 * parent (lt_main leaves right after). */
 }
 
 int
@@ -728,12 +791,13 @@ atfork_child(void)
 	st_relaxed(&lt_gen, (ld_relaxed(&lt_gen) + 1) &
 	                        (UINT32_MAX >> T_GEN_SHIFT));
 	lt_self = false;
-	wt_self = false;
-	wt_running = false;
+	wt_current = NULL;
+	wt_total = 0;
+	wt_idle = 0;
 	heap_root = NULL;
 	sleep_until = CANCEL_NEVER;
 	firing = NULL;
-	work_head = work_tail = work_running = NULL;
+	work_head = work_tail = NULL;
 	st_relaxed(&sig_head, NULL);
 	/* Waiters of the parent's condvar do not exist here: start afresh.
 	 * The mutex is held by this very thread (atfork_prepare), so it is

@@ -69,6 +69,20 @@ poll_loop(struct pollfd *pfd, nfds_t total, nfds_t nfds,
 				return 0;
 		if (n == 0 && (last || cancel__now_ns() >= dl))
 			return ETIMEDOUT;
+		if (src != NULL && pfd[nfds].revents != 0) {
+			/*
+			 * The token's fd is readable but the token is not
+			 * canceled: a spurious wake-up (e.g. a forked child
+			 * wrote the shared eventfd before the fork
+			 * generation check existed, or another process
+			 * holding it). Consume it so the next ppoll blocks
+			 * until our deadline. A real cancel's write cannot be
+			 * lost here: its CAS comes before its write, so if
+			 * we consumed that write, the recheck at the top
+			 * sees CANCELED.
+			 */
+			cancel__wakefd_drain(pfd[nfds].fd);
+		}
 		/* Only the token's fd, or an early return: go round. */
 	}
 }
