@@ -1,7 +1,8 @@
 /*
  * The monotonic clock and the timespec <-> nanosecond helpers. Every
  * conversion saturates at CANCEL_NEVER, so no deadline arithmetic in the
- * library can overflow: "very far" simply becomes "never".
+ * library can overflow. A caller's deadline, though, is never turned into
+ * "none": cancel__deadline_ns() stops one short of CANCEL_NEVER.
  */
 #include "internal.h"
 
@@ -75,7 +76,15 @@ cancel__deadline_ns(const struct timespec *deadline, uint64_t *out)
 	}
 	if (!cancel__ts_valid(deadline))
 		return EINVAL;
-	*out = cancel__ts_to_ns(deadline);
+	/* A valid deadline too far to count in nanoseconds (after about
+	 * 584 years of uptime) is still a deadline, never "none": it
+	 * saturates one below CANCEL_NEVER. Only the largest timespec, what
+	 * cancel_deadline_in(CANCEL_NEVER) gives, means "never". */
+	uint64_t ns = cancel__ts_to_ns(deadline);
+	if (ns == CANCEL_NEVER && !(deadline->tv_sec == TIME_T_MAX &&
+	                            deadline->tv_nsec == (long)NS_PER_SEC - 1))
+		ns = CANCEL_NEVER - 1;
+	*out = ns;
 	return 0;
 }
 

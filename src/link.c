@@ -115,7 +115,10 @@ cancel_source_init_linked(struct cancel_source *src,
 		                       CB_KEEP_SRC))
 			return 0;
 	}
-	return init_linked_slow(src, parents, n);
+	CANCEL_ERRNO_SAVE(); /* malloc sets errno on ENOMEM */
+	int rc = init_linked_slow(src, parents, n);
+	CANCEL_ERRNO_RESTORE();
+	return rc;
 }
 
 void
@@ -146,26 +149,147 @@ min_u64(uint64_t a, uint64_t b)
 }
 
 /*
- * Earliest deadline of @src and its ancestors. Single-parent chains are
- * walked in a loop; only the extra parents of a multi-parent source recurse.
+ * A set of sources, for visiting each ancestor once: open addressing on
+ * the address, in a small array on the caller's stack, moved to the heap
+ * only when an ancestry with several parents per source outgrows it.
+ */
+#define WALK_INLINE 64
+
+struct walk {
+	struct cancel_source **seen; /* hash set, power-of-two size */
+	size_t seen_cap, seen_n;
+	struct cancel_source **stack;
+	size_t stack_cap, stack_n;
+	struct cancel_source *seen_buf[WALK_INLINE];
+	struct cancel_source *stack_buf[WALK_INLINE];
+	bool oom;
+};
+
+static size_t
+walk_hash(const struct cancel_source *s, size_t cap)
+{
+	uint64_t h = (uint64_t)(uintptr_t)s * 0x9e3779b97f4a7c15ull;
+	return (size_t)(h >> 17) & (cap - 1);
+}
+
+/* Insert @s; false if it was there already. */
+static bool
+walk_mark(struct walk *w, struct cancel_source *s)
+{
+	if ((w->seen_n + 1) * 2 > w->seen_cap) {
+		size_t cap = w->seen_cap * 2;
+		struct cancel_source **t = cancel__malloc(cap * sizeof(*t));
+		if (t == NULL) {
+			/* Keep going without dedup: slower, still right. */
+			w->oom = true;
+			return true;
+		}
+		memset(t, 0, cap * sizeof(*t));
+		for (size_t i = 0; i < w->seen_cap; i++) {
+			struct cancel_source *e = w->seen[i];
+			if (e == NULL)
+				continue;
+			size_t k = walk_hash(e, cap);
+			while (t[k] != NULL)
+				k = (k + 1) & (cap - 1);
+			t[k] = e;
+		}
+		if (w->seen != w->seen_buf)
+			cancel__free(w->seen);
+		w->seen = t;
+		w->seen_cap = cap;
+	}
+	size_t k = walk_hash(s, w->seen_cap);
+	while (w->seen[k] != NULL) {
+		if (w->seen[k] == s)
+			return false;
+		k = (k + 1) & (w->seen_cap - 1);
+	}
+	w->seen[k] = s;
+	w->seen_n++;
+	return true;
+}
+
+static bool
+walk_push(struct walk *w, struct cancel_source *s)
+{
+	if (w->stack_n == w->stack_cap) {
+		size_t cap = w->stack_cap * 2;
+		struct cancel_source **t = cancel__malloc(cap * sizeof(*t));
+		if (t == NULL) {
+			w->oom = true;
+			return false;
+		}
+		memcpy(t, w->stack, w->stack_n * sizeof(*t));
+		if (w->stack != w->stack_buf)
+			cancel__free(w->stack);
+		w->stack = t;
+		w->stack_cap = cap;
+	}
+	w->stack[w->stack_n++] = s;
+	return true;
+}
+
+/*
+ * Earliest deadline of @src and its ancestors, iteratively (the stack does
+ * not grow with the depth). A single-parent chain is followed in a loop
+ * with no bookkeeping: nothing on it can be met twice. From the first
+ * source with several parents on, every source is marked in a set and
+ * visited once, so an ancestry that joins again (a diamond, or a chain
+ * linking each source twice to the one before) costs its size, not the
+ * number of paths through it. The set and stack start on this stack frame;
+ * only an ancestry of more than WALK_INLINE / 2 such sources allocates
+ * (if that fails, the walk goes on without the set: every path is still
+ * visited, only more slowly, so the answer stays exact; a stack that
+ * cannot grow gives up on the remaining paths).
+ * The ancestors cannot go away meanwhile: a parent outlives its children.
  */
 static uint64_t
 earliest(struct cancel_source *src)
 {
 	uint64_t best = CANCEL_NEVER;
-	while (src != NULL) {
-		best = min_u64(best, cancel__timer_deadline(src));
-		struct cancel_callback *links = links_of(src);
-		uint32_t n = src->nlinks_;
-		if (n == 0)
-			break;
-		for (uint32_t j = 0; j + 1 < n; j++) {
-			struct cancel_source *p = ld_relaxed(&links[j].src_);
-			if (p != NULL)
-				best = min_u64(best, earliest(p));
+	struct walk w;
+	w.seen = w.seen_buf;
+	w.seen_cap = WALK_INLINE;
+	w.seen_n = 0;
+	w.stack = w.stack_buf;
+	w.stack_cap = WALK_INLINE;
+	w.stack_n = 0;
+	w.oom = false;
+	bool general = false;
+	memset(w.seen_buf, 0, sizeof(w.seen_buf));
+
+	for (;;) {
+		while (src != NULL) {
+			if (general && !walk_mark(&w, src))
+				break; /* met before */
+			best = min_u64(best, cancel__timer_deadline(src));
+			struct cancel_callback *links = links_of(src);
+			uint32_t n = src->nlinks_;
+			if (n == 0)
+				break;
+			if (n > 1 && !general) {
+				general = true;
+				walk_mark(&w, src);
+			}
+			/* Later parents wait on the stack; the first is
+			 * followed now. */
+			for (uint32_t j = n - 1; j > 0; j--) {
+				struct cancel_source *p =
+				        ld_relaxed(&links[j].src_);
+				if (p != NULL)
+					walk_push(&w, p);
+			}
+			src = ld_relaxed(&links[0].src_);
 		}
-		src = ld_relaxed(&links[n - 1].src_);
+		if (w.stack_n == 0)
+			break;
+		src = w.stack[--w.stack_n];
 	}
+	if (w.seen != w.seen_buf)
+		cancel__free(w.seen);
+	if (w.stack != w.stack_buf)
+		cancel__free(w.stack);
 	return best;
 }
 
@@ -174,7 +298,9 @@ cancel_token_deadline(cancel_token tok, struct timespec *deadline)
 {
 	if (tok.src_ == NULL || deadline == NULL)
 		return false;
+	CANCEL_ERRNO_SAVE();
 	uint64_t ns = earliest(tok.src_);
+	CANCEL_ERRNO_RESTORE();
 	if (ns == CANCEL_NEVER)
 		return false;
 	*deadline = cancel__ns_to_ts(ns);
