@@ -41,14 +41,38 @@
  *     work has not yet run starts the library thread to run it and waits;
  *     if the thread cannot be started it returns EAGAIN (SPEC deviation:
  *     one more result code, because waiting could otherwise never end).
- *   - The library thread (SPEC deviation): it is two threads, started
- *     together. The timer thread fires deadlines and runs signal-handler
- *     finishes; a companion work thread does the deferred broadcasts of
+ *   - The library thread (SPEC deviation): it is the timer thread plus
+ *     work threads. The timer thread fires deadlines and runs signal-
+ *     handler finishes; work threads do the deferred broadcasts of
  *     cancel_cond_wait(), which must lock the waiter's mutex. With a
  *     single thread, anyone holding that mutex (even while waiting for a
  *     deadline of its own) would stall every deadline in the process or
  *     deadlock; a Promela model (tests/model/condwait_flaw_lt_blocks.pml)
- *     shows it.
+ *     shows it. One work thread starts with the timer thread; another is
+ *     started whenever a broadcast is deferred while every work thread is
+ *     blocked on some other mutex, so one blocked user mutex never delays
+ *     another waiter's wake-up. There are at most 1 + (threads inside
+ *     cancel_cond_wait() whose wake-up is deferred at once) work threads,
+ *     and never more than 64 (beyond that a deferred wake-up waits for a
+ *     busy work thread); a work thread that finds another one idle exits.
+ *   - Lifetime. Once destroy() has returned 0, no thread inside any
+ *     libcancel call touches the source again: every call that can block
+ *     or loop (the waits, cancel_poll(), each I/O call from start to end,
+ *     cancel_cond_wait() until it has its mutex back and has decided its
+ *     result, an unregister() waiting for a running callback) counts
+ *     itself on the source, and destroy() of a canceled source waits for
+ *     them to leave. So do not destroy a canceled source while holding
+ *     the mutex that a cancel_cond_wait() on it must take back: destroy()
+ *     would wait for that wait, and the wait for the mutex.
+ *   - Deadlines: a valid timespec too far to count in 64-bit nanoseconds
+ *     (some 584 years of uptime) is still a deadline that never comes;
+ *     only the largest timespec, cancel_deadline_in(CANCEL_NEVER), means
+ *     "no deadline".
+ *   - cancel_token_deadline() may allocate (SPEC deviation: the SPEC lists
+ *     no allocation for it) when more than 32 of the ancestors have
+ *     several parents: it visits each ancestor once, with a set that lives
+ *     on the stack until it outgrows it. Chains of single parents never
+ *     allocate.
  *   - unregister() and wait cycles (SPEC deviation): when two callbacks
  *     unregister each other while their sources cancel on two threads,
  *     waiting would deadlock. The second unregister to arrive returns
@@ -88,9 +112,15 @@
  *
  * fork(): in the child, use sources created after the fork; an inherited
  * source may only be initialized again (its fd is abandoned; it is
- * close-on-exec). The library thread, its locks and the timer are reset in
- * the child, so inherited deadlines do not fire there and a cancel in the
- * child never wakes the parent's waiters.
+ * close-on-exec). The library thread, every internal lock and the timer
+ * are reset in the child, so inherited deadlines do not fire there; fork
+ * is safe while other threads are inside any libcancel call, and from a
+ * callback on the library thread (that thread's copy in the child leaves
+ * once the callback returns; if it is the child's only thread the child
+ * exits with status 0). The child never writes a descriptor it inherited,
+ * so a cancel there (a signal handler canceling an inherited source)
+ * never wakes the parent; a wait that finds its token's fd readable while
+ * the token is not canceled treats it as spurious and keeps its deadline.
  *
  * Sources must not live in memory shared between processes.
  */
@@ -240,12 +270,21 @@ CANCEL_API int cancel_source_init_linked(struct cancel_source *src,
  * once no other callback remains registered, and that cancel never touches
  * @src again, so the callback may free the memory holding @src.
  *
+ * Once it has returned 0, no thread inside a libcancel call reads or
+ * writes @src again (waits, I/O calls, condition waits taking their mutex
+ * back, unregisters woken from their wait, the library thread), so the
+ * memory may be freed at once.
+ *
  * Returns: 0; EBUSY (nothing changed) while callbacks are registered,
- * linked children exist (canceled or not) or threads are blocked in a wait
- * on @src; EAGAIN if deferred signal work is pending and the library thread
- * cannot be started; EINVAL for NULL.
- * Threads: no other call that starts using @src. Blocks: only to let a
- * finishing cancel on another thread end.
+ * linked children exist (canceled or not), or threads are inside a wait,
+ * an I/O call or a waiting unregister on @src that is not canceled; from
+ * a callback of @src's own cancel, also while another thread's unregister
+ * waits for the callback now running; EAGAIN if deferred signal work is
+ * pending and the library thread cannot be started; EINVAL for NULL.
+ * Threads: no other call that starts using @src. Blocks: to let a
+ * finishing cancel on another thread end, and the threads it woke leave
+ * their calls on @src (a cancel_cond_wait() leaves once it has its mutex
+ * back: do not hold that mutex while destroying).
  */
 CANCEL_API int cancel_source_destroy(struct cancel_source *src);
 
@@ -361,6 +400,8 @@ CANCEL_API int cancel_token_check(cancel_token tok);
 /*
  * Store in @deadline the earliest armed deadline of @tok's source and all of
  * its ancestors, and return true; false (nothing stored) if none is armed.
+ * Each ancestor is visited once, without recursion; may allocate when more
+ * than 32 ancestors have several parents (see the top of this file).
  * Threads: any. Blocks: no.
  */
 CANCEL_API bool cancel_token_deadline(cancel_token tok,
