@@ -580,6 +580,96 @@ CANCEL_API int cancel_waitpid(pid_t pid, int *status,
                               const struct timespec *deadline,
                               cancel_token tok);
 
+/* ------------------------------------------------------------------ */
+/* Loop delivery (contract 1.1)                                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A queue of fired callbacks for an event loop: callbacks registered
+ * through it run on the thread that calls cancel_queue_run(), never on the
+ * canceling thread. All fields are private. Initialize with
+ * cancel_queue_init().
+ *
+ * Plugging it into a loop: cancel_queue_fd() is readable (level-triggered)
+ * exactly while fired callbacks wait; when it is, call cancel_queue_run().
+ *   epoll:  epoll_ctl(ep, EPOLL_CTL_ADD, cancel_queue_fd(&q),
+ *                     &(struct epoll_event){.events = EPOLLIN, ...});
+ *           on that event: cancel_queue_run(&q);
+ *   libuv:  uv_poll_init(loop, &h, cancel_queue_fd(&q));
+ *           uv_poll_start(&h, UV_READABLE, cb) and run the queue in cb;
+ *   GLib:   g_unix_fd_add(cancel_queue_fd(&q), G_IO_IN, fn, &q) with fn
+ *           calling cancel_queue_run() and returning G_SOURCE_CONTINUE.
+ * Never read the fd yourself: run() clears it.
+ */
+struct cancel_queue {
+	pthread_mutex_t mu_;
+	struct cancel_callback *head_;
+	struct cancel_callback *tail_;
+	struct cancel_callback *current_;
+	void *runner_;
+	uint32_t gen_;
+	uint32_t index_;
+	uint32_t registered_;
+	uint32_t users_;
+	int32_t rfd_;
+	int32_t wfd_;
+};
+
+/*
+ * Initialize @q: one descriptor (eventfd, or a pipe on the portable
+ * backend; close-on-exec) however many sources feed it.
+ * Returns: 0; EINVAL for NULL; EMFILE/ENFILE; ENOMEM (more than about a
+ * million queues at once). Threads: no other call on @q. Blocks: no.
+ */
+CANCEL_API int cancel_queue_init(struct cancel_queue *q);
+
+/*
+ * The queue's descriptor: readable while fired callbacks wait to run.
+ * Owned by @q (never read, drain or close it). Threads: any. Blocks: no.
+ */
+CANCEL_API int cancel_queue_fd(struct cancel_queue *q);
+
+/*
+ * Run the callbacks queued at the time of the call, each once, on this
+ * thread, in the order they fired; clear the descriptor when none is
+ * left. Callbacks that fire meanwhile wait for the next call (the fd stays
+ * readable for them). Returns how many ran.
+ * Threads: one thread per queue at a time (the loop's). Blocks: runs
+ * callbacks.
+ */
+CANCEL_API size_t cancel_queue_run(struct cancel_queue *q);
+
+/*
+ * Release @q's descriptor. Returns: 0; EBUSY (nothing changed) while
+ * callbacks are registered through it (registered and not yet run or
+ * removed) or an unregister waits on it; EINVAL for NULL.
+ * Threads: no other call on @q. Blocks: no.
+ */
+CANCEL_API int cancel_queue_destroy(struct cancel_queue *q);
+
+/*
+ * Register @fn(@arg) to run exactly once on @q's loop thread when @tok is
+ * canceled, unless unregistered first. The cancel only appends it to @q
+ * (no allocation, no user code, a few pointer moves under @q's mutex,
+ * which cancel_queue_run() never holds while a callback runs) and makes
+ * the queue's fd readable.
+ *
+ * cancel_callback_unregister() / try_unregister() work on it: true / 0
+ * while it is registered or fired but not yet run (it is taken out of the
+ * queue and never runs); while it runs on the loop thread, unregister
+ * waits for it (from the loop thread itself, false at once) and
+ * try_unregister gives EINPROGRESS; afterwards false / EALREADY.
+ *
+ * Returns: 0; ECANCELED (nothing registered or queued) if @tok is already
+ * canceled; EINVAL for NULL @cb, @fn or @q. On CANCEL_TOKEN_NONE it is
+ * only recorded in @cb (0; it never runs and does not hold @q).
+ * Threads: any. Blocks: no.
+ */
+CANCEL_API int cancel_callback_register_queued(struct cancel_callback *cb,
+                                               cancel_fn fn, void *arg,
+                                               struct cancel_queue *q,
+                                               cancel_token tok);
+
 #ifdef __cplusplus
 }
 #endif

@@ -313,19 +313,32 @@ cancel_callback_try_unregister(struct cancel_callback *cb)
 	/* Acquire pairs with the release store that released cb (run_list
 	 * or teardown after it ran, or its own self-unregister). */
 	struct cancel_source *src = ld_acquire(&cb->src_);
-	if (src == NULL)
+	if (src == NULL) {
+		if (ld_relaxed(&cb->state_) & CB_QUEUED)
+			return cancel__queue_unregister(cb, false);
 		return try_unregister_detached(cb);
+	}
 	int rc;
 	core_lock(src);
 	switch (remove_locked(src, cb)) {
 	case REMOVED:
 		rc = 0;
+		if (ld_relaxed(&cb->state_) & CB_QUEUED) {
+			core_unlock(src);
+			cancel__queue_removed(cb);
+			return 0;
+		}
 		break;
 	case RUNNING_MINE:
 	case RUNNING_OTHER:
 		rc = EINPROGRESS;
 		break;
 	default:
+		if (ld_relaxed(&cb->state_) & CB_QUEUED) {
+			/* Fired and settled on the source: ask the queue. */
+			core_unlock(src);
+			return cancel__queue_unregister(cb, false);
+		}
 		rc = (ld_relaxed(&cb->state_) & CB_STATE_MASK) == CB_DONE
 		         ? EALREADY
 		         : ENOENT;
@@ -345,6 +358,8 @@ unregister_slow(struct cancel_callback *cb)
 	 * or teardown after it ran, or its own self-unregister). */
 	struct cancel_source *src = ld_acquire(&cb->src_);
 	if (src == NULL) {
+		if (ld_relaxed(&cb->state_) & CB_QUEUED)
+			return cancel__queue_unregister(cb, true) == 0;
 		uint32_t st = ld_relaxed(&cb->state_) & CB_STATE_MASK;
 		if (st == CB_DONE) {
 			/* Released itself and maybe still running: wait for
@@ -430,6 +445,14 @@ unregister_slow(struct cancel_callback *cb)
 	core_unlock(src);
 	if (counted)
 		cancel__waiter_leave(src); /* last access to src */
+	if (fl & CB_QUEUED) {
+		/* The source side is settled (src_ is NULL unless removed
+		 * here); a fired callback is the queue's business. */
+		if (removed)
+			cancel__queue_removed(cb);
+		else
+			removed = cancel__queue_unregister(cb, true) == 0;
+	}
 	return removed;
 }
 

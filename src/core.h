@@ -53,8 +53,11 @@ extern __attribute__((tls_model("initial-exec"))) _Thread_local struct cancel__t
                            * unregistered itself from its fn */
 #define CB_REMOVED 4u     /* unregistered before it ran */
 #define CB_ON_NONE 5u     /* registered on CANCEL_TOKEN_NONE: recorded only */
+#define CB_PENDING 6u     /* queued callback fired, waiting in its queue */
 #define CB_STATE_MASK 0xffu
 #define CB_KEEP_SRC 0x100u /* internal link: src_ kept after it ran */
+#define CB_QUEUED 0x200u   /* runs through a cancel_queue (queue.c); its
+                            * spare_ holds the queue's index */
 
 /* gen_ bit: an unregister waits for the running callback to return. */
 #define GEN_WAIT 0x80000000u
@@ -139,7 +142,8 @@ core_push_locked(struct cancel_source *src, struct cancel_callback *cb,
 {
 	cb->fn_ = fn;
 	cb->arg_ = arg;
-	st_relaxed(&cb->spare_, 0u); /* no released-list stamp */
+	if (!(flags & CB_QUEUED))
+		st_relaxed(&cb->spare_, 0u); /* no released-list stamp */
 	st_relaxed(&cb->src_, src);
 	st_relaxed(&cb->state_, CB_REGISTERED | flags);
 	core_list_push(src, cb);
@@ -208,6 +212,10 @@ core_unregister_fast(struct cancel_source *src, struct cancel_callback *cb)
 {
 	if (!core_trylock(src))
 		return false;
+	if (__builtin_expect(ld_relaxed(&cb->state_) & CB_QUEUED, 0)) {
+		core_unlock(src); /* the general path tells its queue */
+		return false;
+	}
 	uint32_t st = core_remove_registered(src, cb);
 	if (st & CB_KEEP_SRC)
 		st_relaxed(&src->children_, ld_relaxed(&src->children_) - 1);
@@ -269,6 +277,12 @@ CANCEL_HIDDEN void cancel__propagate(struct cancel_source *child);
  */
 CANCEL_HIDDEN void cancel__released_add(struct cancel__frame *f,
                                         struct cancel_callback *cb);
+
+/* queue.c: a queued callback's hooks (see there). */
+CANCEL_HIDDEN void cancel__queue_fire(struct cancel_callback *cb);
+CANCEL_HIDDEN int cancel__queue_unregister(struct cancel_callback *cb,
+                                           bool wait);
+CANCEL_HIDDEN void cancel__queue_removed(struct cancel_callback *cb);
 
 /* The released callback of @f returned: drop @f from the global list. */
 CANCEL_HIDDEN void cancel__released_done(struct cancel__frame *f);

@@ -141,7 +141,10 @@ run_list(struct cancel_source *src, bool outermost)
 		void *arg = cb->arg_;
 		core_unlock(src);
 
-		fn(arg);
+		if (__builtin_expect(st & CB_QUEUED, 0))
+			cancel__queue_fire(cb); /* runs on the loop */
+		else
+			fn(arg);
 
 		if (__builtin_expect(frame.cb_released | frame.src_destroyed,
 		                     0)) {

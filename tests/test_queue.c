@@ -1,0 +1,492 @@
+/*
+ * Loop delivery: callbacks registered through a cancel_queue run on the
+ * thread that calls cancel_queue_run(), exactly once, never on the
+ * canceling thread; unregister takes back a fired callback that has not
+ * run; the fd is readable exactly while work waits.
+ */
+/* ctest: TIMEOUT 120 */
+#include "testutil.h"
+
+#include <poll.h>
+
+static bool
+fd_readable(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+struct rec {
+	struct cancel_callback cb;
+	int runs;
+	pthread_t ran_on;
+	int *order;
+	int id;
+	int *next_slot;
+};
+
+static void
+on_fire(void *arg)
+{
+	struct rec *r = arg;
+	__atomic_fetch_add(&r->runs, 1, __ATOMIC_RELAXED);
+	r->ran_on = pthread_self();
+	if (r->order != NULL)
+		r->order[(*r->next_slot)++] = r->id;
+}
+
+static struct cancel_source *
+new_source(void)
+{
+	struct cancel_source *s = malloc(sizeof(*s));
+	assert_non_null(s);
+	cancel_source_init(s);
+	return s;
+}
+
+static void
+free_source(struct cancel_source *s)
+{
+	assert_int_equal(cancel_source_destroy(s), 0);
+	memset(s, 0xA5, sizeof(*s));
+	free(s);
+}
+
+static void *
+cancel_thread(void *arg)
+{
+	cancel_source_cancel(arg);
+	return NULL;
+}
+
+static void
+callback_runs_on_run_thread_not_on_canceller(void **state)
+{
+	(void)state;
+	int fds0 = tu_fd_count();
+	struct cancel_queue q;
+	assert_int_equal(cancel_queue_init(&q), 0);
+	int qfd = cancel_queue_fd(&q);
+	assert_true(qfd >= 0);
+	assert_false(fd_readable(qfd));
+
+	struct cancel_source *s = new_source();
+	struct rec *r = calloc(1, sizeof(*r));
+	assert_int_equal(cancel_callback_register_queued(
+	                         &r->cb, on_fire, r, &q, cancel_source_token(s)),
+	                 0);
+	tu_join(tu_spawn(cancel_thread, s));
+	/* The cancel only queued it. */
+	assert_int_equal(r->runs, 0);
+	assert_true(fd_readable(qfd));
+	/* The source is done with the callback: it may go at once. */
+	free_source(s);
+
+	assert_int_equal(cancel_queue_run(&q), 1);
+	assert_int_equal(r->runs, 1);
+	assert_true(pthread_equal(r->ran_on, pthread_self()));
+	assert_false(fd_readable(qfd));
+	assert_int_equal(cancel_queue_run(&q), 0);
+	assert_false(cancel_callback_unregister(&r->cb));
+	assert_int_equal(cancel_callback_try_unregister(&r->cb), EALREADY);
+	free(r);
+	assert_int_equal(cancel_queue_destroy(&q), 0);
+	assert_int_equal(tu_fd_count(), fds0);
+}
+
+static void
+callbacks_run_in_fire_order_and_fd_clears_when_drained(void **state)
+{
+	(void)state;
+	struct cancel_queue q;
+	assert_int_equal(cancel_queue_init(&q), 0);
+	enum { N = 5 };
+	struct cancel_source *s[N];
+	struct rec r[N];
+	int order[N];
+	int slot = 0;
+	memset(r, 0, sizeof(r));
+	for (int i = 0; i < N; i++) {
+		s[i] = new_source();
+		r[i].order = order;
+		r[i].next_slot = &slot;
+		r[i].id = i;
+		assert_int_equal(cancel_callback_register_queued(
+		                         &r[i].cb, on_fire, &r[i], &q,
+		                         cancel_source_token(s[i])),
+		                 0);
+	}
+	/* Fire in the order 3, 1, 4, 0, 2. */
+	int fire[N] = {3, 1, 4, 0, 2};
+	for (int i = 0; i < N; i++) {
+		cancel_source_cancel(s[fire[i]]);
+		assert_true(fd_readable(cancel_queue_fd(&q)));
+	}
+	assert_int_equal(cancel_queue_run(&q), N);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(order[i], fire[i]);
+		assert_int_equal(r[i].runs, 1);
+		free_source(s[i]);
+	}
+	assert_false(fd_readable(cancel_queue_fd(&q)));
+	assert_int_equal(cancel_queue_destroy(&q), 0);
+}
+
+static void
+unregister_takes_back_a_fired_callback_that_has_not_run(void **state)
+{
+	(void)state;
+	struct cancel_queue q;
+	assert_int_equal(cancel_queue_init(&q), 0);
+	struct cancel_source *s = new_source();
+	struct cancel_source *t = new_source();
+	struct rec *a = calloc(1, sizeof(*a));
+	struct rec *b = calloc(1, sizeof(*b));
+	assert_int_equal(cancel_callback_register_queued(
+	                         &a->cb, on_fire, a, &q, cancel_source_token(s)),
+	                 0);
+	assert_int_equal(cancel_callback_register_queued(
+	                         &b->cb, on_fire, b, &q, cancel_source_token(t)),
+	                 0);
+	cancel_source_cancel(s);
+	cancel_source_cancel(t);
+	assert_true(fd_readable(cancel_queue_fd(&q)));
+	assert_true(cancel_callback_unregister(&a->cb));
+	free(a); /* freed at once: the queue must not touch it again */
+	assert_true(fd_readable(cancel_queue_fd(&q)));
+	assert_int_equal(cancel_callback_try_unregister(&b->cb), 0);
+	assert_false(fd_readable(cancel_queue_fd(&q)));
+	assert_int_equal(cancel_queue_run(&q), 0);
+	assert_int_equal(b->runs, 0);
+	assert_int_equal(cancel_callback_try_unregister(&b->cb), ENOENT);
+	free(b);
+	free_source(s);
+	free_source(t);
+	assert_int_equal(cancel_queue_destroy(&q), 0);
+}
+
+static void
+registered_callback_is_removed_before_it_fires(void **state)
+{
+	(void)state;
+	struct cancel_queue q;
+	assert_int_equal(cancel_queue_init(&q), 0);
+	struct cancel_source *s = new_source();
+	struct rec *a = calloc(1, sizeof(*a));
+	struct rec *b = calloc(1, sizeof(*b));
+	assert_int_equal(cancel_callback_register_queued(
+	                         &a->cb, on_fire, a, &q, cancel_source_token(s)),
+	                 0);
+	assert_int_equal(cancel_callback_register_queued(
+	                         &b->cb, on_fire, b, &q, cancel_source_token(s)),
+	                 0);
+	assert_int_equal(cancel_queue_destroy(&q), EBUSY);
+	assert_true(cancel_callback_unregister(&a->cb));
+	assert_int_equal(cancel_callback_try_unregister(&b->cb), 0);
+	free(a);
+	free(b);
+	assert_int_equal(cancel_queue_destroy(&q), 0);
+	cancel_source_cancel(s);
+	free_source(s);
+}
+
+static void
+register_on_canceled_token_queues_nothing(void **state)
+{
+	(void)state;
+	struct cancel_queue q;
+	assert_int_equal(cancel_queue_init(&q), 0);
+	struct cancel_source *s = new_source();
+	cancel_source_cancel(s);
+	struct rec r = {0};
+	assert_int_equal(cancel_callback_register_queued(
+	                         &r.cb, on_fire, &r, &q, cancel_source_token(s)),
+	                 ECANCELED);
+	assert_false(fd_readable(cancel_queue_fd(&q)));
+	assert_int_equal(cancel_queue_run(&q), 0);
+	assert_int_equal(r.runs, 0);
+	/* A NONE token: recorded only, holds nothing. */
+	assert_int_equal(cancel_callback_register_queued(
+	                         &r.cb, on_fire, &r, &q, CANCEL_TOKEN_NONE),
+	                 0);
+	assert_int_equal(cancel_queue_destroy(&q), 0);
+	assert_true(cancel_callback_unregister(&r.cb));
+	free_source(s);
+	errno = 4242;
+	assert_int_equal(cancel_callback_register_queued(NULL, on_fire, &r,
+	                                                 &q, CANCEL_TOKEN_NONE),
+	                 EINVAL);
+	assert_int_equal(cancel_queue_init(NULL), EINVAL);
+	assert_int_equal(cancel_queue_destroy(NULL), EINVAL);
+	assert_int_equal(errno, 4242);
+}
+
+/* A callback that unregisters itself on the loop thread: false at once. */
+struct selfrec {
+	struct cancel_callback cb;
+	bool unreg;
+	int tries;
+};
+
+static void
+self_unregister(void *arg)
+{
+	struct selfrec *r = arg;
+	r->tries = cancel_callback_try_unregister(&r->cb);
+	r->unreg = cancel_callback_unregister(&r->cb);
+}
+
+static void
+unregister_from_inside_returns_false_at_once(void **state)
+{
+	(void)state;
+	struct cancel_queue q;
+	assert_int_equal(cancel_queue_init(&q), 0);
+	struct cancel_source *s = new_source();
+	struct selfrec *r = calloc(1, sizeof(*r));
+	r->unreg = true;
+	assert_int_equal(cancel_callback_register_queued(
+	                         &r->cb, self_unregister, r, &q,
+	                         cancel_source_token(s)),
+	                 0);
+	cancel_source_cancel(s);
+	assert_int_equal(cancel_queue_run(&q), 1);
+	assert_int_equal(r->tries, EINPROGRESS);
+	assert_false(r->unreg);
+	free(r);
+	free_source(s);
+	assert_int_equal(cancel_queue_destroy(&q), 0);
+}
+
+/* unregister on another thread waits for the callback running on the
+ * loop thread; the record is freed the moment it returns. */
+struct slow {
+	struct cancel_callback cb;
+	int entered;
+	int release;
+	int returned;
+};
+
+static void
+slow_fire(void *arg)
+{
+	struct slow *r = arg;
+	tu_signal(&r->entered);
+	tu_await(&r->release);
+	__atomic_store_n(&r->returned, 1, __ATOMIC_RELEASE);
+}
+
+static void *
+run_thread(void *arg)
+{
+	return (void *)cancel_queue_run(arg);
+}
+
+struct unreg_arg {
+	struct slow *r;
+	int done;
+	bool result;
+	int saw_returned;
+};
+
+static void *
+unreg_thread(void *arg)
+{
+	struct unreg_arg *u = arg;
+	u->result = cancel_callback_unregister(&u->r->cb);
+	u->saw_returned = __atomic_load_n(&u->r->returned, __ATOMIC_ACQUIRE);
+	memset(u->r, 0xA5, sizeof(*u->r));
+	free(u->r);
+	tu_signal(&u->done);
+	return NULL;
+}
+
+static void
+unregister_waits_for_callback_running_on_loop(void **state)
+{
+	(void)state;
+	struct cancel_queue q;
+	assert_int_equal(cancel_queue_init(&q), 0);
+	struct cancel_source *s = new_source();
+	struct slow *r = calloc(1, sizeof(*r));
+	assert_int_equal(cancel_callback_register_queued(
+	                         &r->cb, slow_fire, r, &q,
+	                         cancel_source_token(s)),
+	                 0);
+	cancel_source_cancel(s);
+	free_source(s);
+	pthread_t loop = tu_spawn(run_thread, &q);
+	tu_await(&r->entered);
+	assert_int_equal(cancel_callback_try_unregister(&r->cb), EINPROGRESS);
+	struct unreg_arg u = {.r = r};
+	pthread_t t = tu_spawn(unreg_thread, &u);
+	/* It waits while the callback runs (bounded look). */
+	uint64_t until = tu_now_ns() + 100000000ull;
+	while (tu_now_ns() < until)
+		assert_int_equal(__atomic_load_n(&u.done, __ATOMIC_ACQUIRE), 0);
+	assert_int_equal(cancel_queue_destroy(&q), EBUSY);
+	tu_signal(&r->release);
+	tu_join(t);
+	assert_false(u.result);
+	assert_int_equal(u.saw_returned, 1);
+	assert_int_equal((size_t)tu_join(loop), 1);
+	assert_int_equal(cancel_queue_destroy(&q), 0);
+}
+
+/* 10,000 sources on one queue, canceled from 4 threads while the loop
+ * runs: every callback runs exactly once, on the loop thread. */
+enum { MANY = 10000, CANCELLERS = 4 };
+
+struct many {
+	struct cancel_queue q;
+	struct cancel_source **src;
+	struct rec *rec;
+	int next;
+	int done_cancelling;
+};
+
+static void *
+many_canceller(void *arg)
+{
+	struct many *m = arg;
+	for (;;) {
+		int i = __atomic_fetch_add(&m->next, 1, __ATOMIC_RELAXED);
+		if (i >= MANY)
+			break;
+		cancel_source_cancel(m->src[i]);
+	}
+	return NULL;
+}
+
+static void
+many_sources_cancelled_from_four_threads_each_run_once_on_loop(void **state)
+{
+	(void)state;
+	int fds0 = tu_fd_count();
+	struct many *m = calloc(1, sizeof(*m));
+	assert_int_equal(cancel_queue_init(&m->q), 0);
+	m->src = calloc(MANY, sizeof(*m->src));
+	m->rec = calloc(MANY, sizeof(*m->rec));
+	for (int i = 0; i < MANY; i++) {
+		m->src[i] = new_source();
+		assert_int_equal(cancel_callback_register_queued(
+		                         &m->rec[i].cb, on_fire, &m->rec[i],
+		                         &m->q, cancel_source_token(m->src[i])),
+		                 0);
+	}
+	pthread_t t[CANCELLERS];
+	for (int i = 0; i < CANCELLERS; i++)
+		t[i] = tu_spawn(many_canceller, m);
+	size_t ran = 0;
+	struct pollfd p = {.fd = cancel_queue_fd(&m->q), .events = POLLIN};
+	while (ran < MANY) {
+		/* Level-triggered, as a loop would use it. */
+		int n = poll(&p, 1, 5000);
+		assert_int_equal(n, 1);
+		ran += cancel_queue_run(&m->q);
+	}
+	for (int i = 0; i < CANCELLERS; i++)
+		tu_join(t[i]);
+	assert_int_equal(ran, MANY);
+	assert_false(fd_readable(cancel_queue_fd(&m->q)));
+	for (int i = 0; i < MANY; i++) {
+		assert_int_equal(m->rec[i].runs, 1);
+		assert_true(pthread_equal(m->rec[i].ran_on, pthread_self()));
+		free_source(m->src[i]);
+	}
+	assert_int_equal(cancel_queue_destroy(&m->q), 0);
+	free(m->src);
+	free(m->rec);
+	free(m);
+	assert_int_equal(tu_fd_count(), fds0);
+}
+
+/* unregister racing cancel and run: exactly one of "removed" and "ran". */
+struct race {
+	struct cancel_queue *q;
+	struct cancel_source *s;
+	struct rec *r;
+	int go;
+	bool removed;
+};
+
+static void *
+race_cancel(void *arg)
+{
+	struct race *x = arg;
+	tu_await(&x->go);
+	cancel_source_cancel(x->s);
+	cancel_queue_run(x->q);
+	return NULL;
+}
+
+static void *
+race_unreg(void *arg)
+{
+	struct race *x = arg;
+	tu_await(&x->go);
+	x->removed = cancel_callback_unregister(&x->r->cb);
+	return NULL;
+}
+
+static void
+unregister_racing_cancel_and_run_gives_exactly_one_outcome(void **state)
+{
+	(void)state;
+	long rounds = tu_rounds(3000, 30000);
+	long removed = 0, ran = 0;
+	for (long i = 0; i < rounds; i++) {
+		struct cancel_queue *q = malloc(sizeof(*q));
+		assert_int_equal(cancel_queue_init(q), 0);
+		struct race x = {.q = q, .s = new_source()};
+		x.r = calloc(1, sizeof(*x.r));
+		assert_int_equal(cancel_callback_register_queued(
+		                         &x.r->cb, on_fire, x.r, q,
+		                         cancel_source_token(x.s)),
+		                 0);
+		pthread_t a = tu_spawn(race_cancel, &x);
+		pthread_t b = tu_spawn(race_unreg, &x);
+		tu_signal(&x.go);
+		tu_join(b);
+		int runs_at_unreg = __atomic_load_n(&x.r->runs,
+		                                    __ATOMIC_ACQUIRE);
+		tu_join(a);
+		int runs = x.r->runs;
+		if (x.removed) {
+			assert_int_equal(runs, 0);
+			removed++;
+		} else {
+			/* false: it ran (unregister waited for it). */
+			assert_int_equal(runs_at_unreg, 1);
+			ran++;
+		}
+		free(x.r);
+		free_source(x.s);
+		cancel_queue_run(q);
+		assert_int_equal(cancel_queue_destroy(q), 0);
+		free(q);
+	}
+	fprintf(stderr, "queue race: %ld removed, %ld ran\n", removed, ran);
+	assert_int_equal(removed + ran, rounds);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(callback_runs_on_run_thread_not_on_canceller),
+		cmocka_unit_test(
+		        callbacks_run_in_fire_order_and_fd_clears_when_drained),
+		cmocka_unit_test(
+		        unregister_takes_back_a_fired_callback_that_has_not_run),
+		cmocka_unit_test(registered_callback_is_removed_before_it_fires),
+		cmocka_unit_test(register_on_canceled_token_queues_nothing),
+		cmocka_unit_test(unregister_from_inside_returns_false_at_once),
+		cmocka_unit_test(unregister_waits_for_callback_running_on_loop),
+		cmocka_unit_test(
+		        many_sources_cancelled_from_four_threads_each_run_once_on_loop),
+		cmocka_unit_test(
+		        unregister_racing_cancel_and_run_gives_exactly_one_outcome),
+	};
+	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
+}
