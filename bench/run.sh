@@ -37,7 +37,7 @@ for a in "$@"; do
 done
 
 progs=bench_core
-for b in bench_wake bench_timer; do
+for b in bench_wake bench_timer bench_group; do
 	if [ -f "$here/$b.c" ]; then
 		progs="$progs $b"
 	fi
@@ -81,7 +81,7 @@ samples=
 if [ -n "$quick" ]; then
 	samples=200
 fi
-for b in bench_wake bench_timer; do
+for b in bench_wake bench_timer bench_group; do
 	if [ -x "$bin/$b" ]; then
 		echo
 		echo "== $b $samples"

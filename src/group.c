@@ -9,7 +9,7 @@
  *   idle_     threads whose member returned, parked for reuse: a list of
  *             struct worker, each living on its own thread's stack
  *   users_    go and wait calls inside (destroy returns EBUSY)
- *   err_      the first failure (flags_ ERR_WON: it won the cancel)
+ *   err_      the first failure
  *
  * Threads are reused (measured in bench/bench_group.c: a hand-off to a
  * parked thread costs a futex wake, about a fifth of pthread_create plus
@@ -38,8 +38,7 @@
 #include <signal.h>
 #include <stddef.h>
 
-#define G_INIT 0x1u    /* initialized, not yet destroyed */
-#define G_ERR_WON 0x2u /* err_ is the failure whose cancel took effect */
+#define G_INIT 0x1u /* initialized, not yet destroyed */
 
 /* Values of struct worker.go_ (the parked thread's futex word). */
 #define GO_PARKED 0u
@@ -126,12 +125,11 @@ record_locked(struct cancel_group *g, int err, bool won)
 {
 	if (err == 0)
 		return;
-	if (won) {
+	/* At most one member wins the cancel; it overrides a member that
+	 * failed after an outside cancel and got here first. flags_ is
+	 * not written: go reads it without the mutex. */
+	if (won || g->err_ == 0)
 		g->err_ = err;
-		g->flags_ |= G_ERR_WON;
-	} else if (g->err_ == 0) {
-		g->err_ = err;
-	}
 }
 
 static void *

@@ -376,6 +376,24 @@ go_on_full(void *arg)
 	return NULL;
 }
 
+/*
+ * Handshake: a go is blocked for a slot. go counts itself in users_ and
+ * waits in the same critical section of the group's mutex, which the
+ * wait releases: holding the mutex and seeing the count means it waits.
+ */
+static void
+await_blocked_go(struct cancel_group *g)
+{
+	for (;;) {
+		pthread_mutex_lock(&g->mu_);
+		unsigned n = g->users_;
+		pthread_mutex_unlock(&g->mu_);
+		if (n > 0)
+			return;
+		sched_yield();
+	}
+}
+
 static void
 go_blocked_on_full_group_returns_failing_siblings_error(void **state)
 {
@@ -390,9 +408,7 @@ go_blocked_on_full_group_returns_failing_siblings_error(void **state)
 
 	struct blocked_go b = {.g = g};
 	pthread_t t = tu_spawn(go_on_full, &b);
-	/* Handshake: the blocked go has hooked its wait on the token. */
-	while (ld_acquire(&g->src_.head_) == NULL)
-		sched_yield();
+	await_blocked_go(g);
 	tu_signal(&f.gate.open);
 	tu_join(t);
 	assert_int_equal(b.rc, EIO); /* the sibling's error, not ECANCELED */
@@ -412,8 +428,7 @@ go_blocked_on_full_group_runs_when_a_slot_frees(void **state)
 	tu_await(&gt.entered);
 	struct blocked_go b = {.g = g};
 	pthread_t t = tu_spawn(go_on_full, &b);
-	while (ld_acquire(&g->src_.head_) == NULL)
-		sched_yield();
+	await_blocked_go(g);
 	tu_signal(&gt.open);
 	tu_join(t);
 	assert_int_equal(b.rc, 0);
