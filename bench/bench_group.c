@@ -14,7 +14,9 @@
  *          cancel_sleep, 5 in cancel_read on a pipe) and one that fails:
  *          from the failing member's return to the last sibling's return
  *          (each member stamps CLOCK_MONOTONIC as it returns), and to
- *          wait's return (which also joins the 16 threads).
+ *          wait's return (which also joins the 16 threads). The floor,
+ *          alternating with it: 15 raw threads blocked in FUTEX_WAIT on
+ *          one word, one FUTEX_WAKE, until the last of them ran again.
  *
  * Run: bench_group [reps]   (default 41 spawn repetitions, 401 stop rounds;
  * the stop rounds are 10x reps). Nothing is asserted.
@@ -25,6 +27,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -198,6 +203,59 @@ run_stop(struct stop *s, uint64_t *to_members, uint64_t *to_wait)
 	*to_wait = waited - s->failed_ns;
 }
 
+/* The floor: 15 threads in FUTEX_WAIT, one wake, the last one to run. */
+struct raw_stop {
+	uint32_t word;
+	int entered;
+	uint64_t woke_ns[NSIB];
+	int i;
+};
+
+struct raw_arg {
+	struct raw_stop *s;
+	int i;
+};
+
+static void *
+raw_sleeper(void *arg)
+{
+	struct raw_arg *a = arg;
+	struct raw_stop *s = a->s;
+	fetch_add_release(&s->entered, 1);
+	while (ld_acquire(&s->word) == 0)
+		syscall(SYS_futex, &s->word, FUTEX_WAIT_PRIVATE, 0, NULL, NULL,
+		        0);
+	s->woke_ns[a->i] = now_ns();
+	return NULL;
+}
+
+static uint64_t
+run_raw_stop(void)
+{
+	struct raw_stop s = {0};
+	struct raw_arg a[NSIB];
+	pthread_t t[NSIB];
+	for (int i = 0; i < NSIB; i++) {
+		a[i] = (struct raw_arg){.s = &s, .i = i};
+		if (pthread_create(&t[i], NULL, raw_sleeper, &a[i]) != 0)
+			abort();
+	}
+	while (ld_acquire(&s.entered) < NSIB)
+		sched_yield();
+	struct timespec ms = {0, 2000000};
+	nanosleep(&ms, NULL);
+	uint64_t t0 = now_ns();
+	st_release(&s.word, 1u);
+	syscall(SYS_futex, &s.word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+	for (int i = 0; i < NSIB; i++)
+		pthread_join(t[i], NULL);
+	uint64_t last = t0;
+	for (int i = 0; i < NSIB; i++)
+		if (s.woke_ns[i] > last)
+			last = s.woke_ns[i];
+	return last - t0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -246,18 +304,27 @@ main(int argc, char **argv)
 	for (int i = 0; i < 5; i++)
 		if (pipe2(s->pipes[i], O_CLOEXEC | O_NONBLOCK) != 0)
 			return 1;
-	for (int r = 0; r < rounds; r++)
+	uint64_t *f = calloc((size_t)rounds, sizeof(*f));
+	if (f == NULL)
+		return 1;
+	for (int r = 0; r < rounds; r++) {
 		run_stop(s, &m[r], &w[r]);
+		f[r] = run_raw_stop();
+	}
 	printf("stop: first failure -> all %d members returned "
 	       "(5 cond_wait, 5 sleep, 5 read), %d rounds (us)\n",
 	       NSIB + 1, rounds);
 	/* Percentiles first (they sort), then the max. */
 	uint64_t m50 = pct(m, rounds, 50), m90 = pct(m, rounds, 90);
 	uint64_t w50 = pct(w, rounds, 50), w90 = pct(w, rounds, 90);
+	uint64_t f50 = pct(f, rounds, 50), f90 = pct(f, rounds, 90);
 	printf("  members returned  p50 %7.1f  p90 %7.1f  max %7.1f\n",
 	       m50 / 1e3, m90 / 1e3, m[rounds - 1] / 1e3);
 	printf("  wait returned     p50 %7.1f  p90 %7.1f  max %7.1f\n",
 	       w50 / 1e3, w90 / 1e3, w[rounds - 1] / 1e3);
+	printf("  raw: 15 threads, one FUTEX_WAKE, last one running\n"
+	       "                    p50 %7.1f  p90 %7.1f  max %7.1f\n",
+	       f50 / 1e3, f90 / 1e3, f[rounds - 1] / 1e3);
 	for (int i = 0; i < 5; i++) {
 		close(s->pipes[i][0]);
 		close(s->pipes[i][1]);
@@ -265,6 +332,7 @@ main(int argc, char **argv)
 	free(s);
 	free(m);
 	free(w);
+	free(f);
 	free(a);
 	free(b);
 	free(c);
