@@ -565,7 +565,7 @@ typedef int (*cancel_task_fn)(void *arg, cancel_token tok);
  *
  * Threads: the member threads are the group's own, with every signal
  * blocked. A thread whose member returned parks in the group and runs the
- * next member go hands it (1,000 trivial members: about 6 ms reused, 38 ms
+ * next member go hands it (1,000 trivial members: 4-8 ms reused, 38-48 ms
  * for raw pthread_create + pthread_join; bench/README.md);
  * cancel_group_wait() joins every one of them, so none is left once wait
  * has returned 0, a failure or ECANCELED.

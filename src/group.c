@@ -12,13 +12,15 @@
  *   err_      the first failure
  *
  * Threads are reused. Measured with bench/bench_group.c (go + run + wait
- * of 1,000 trivial members, medians of 41, this 2-core VM): reusing parked
- * threads 5.4-6.1 ms, raw pthread_create + pthread_join of 1,000 threads
- * 37.8-39.5 ms, a thread per member 90.7-92.1 ms (each go also waits for
- * its new thread to take the task; see struct start). A hand-off is one
- * futex wake; a creation maps a stack and clones. A thread parks on its own futex word (go_) after its
+ * of 1,000 trivial members, medians of 41, this 2-core VM, 9 runs):
+ * reusing parked threads 4.0-8.3 ms, raw pthread_create + pthread_join of
+ * 1,000 threads 37.8-47.9 ms, a thread per member 73.7-120.5 ms (each go
+ * waits for its new thread to take the task; see struct start). A
+ * hand-off is one futex wake; a creation maps a stack and clones.
+ *
+ * A thread parks on its own futex word (struct worker.go) after its
  * member returned; go pops it from idle_ under mu_, stores the task in it
- * and releases go_. Only wait retires parked threads, once no member is
+ * and releases the word. Only wait retires parked threads, once no member is
  * active: it takes idle_, tells each thread to exit and joins it.
  *
  * Lifetime. A member thread's accesses to the group all happen before it
@@ -26,7 +28,7 @@
  * failure or ECANCELED) no member thread exists. A thread records its
  * result and parks itself in one critical section of mu_; a go that hands
  * it a task and a wait that retires it read its struct worker (on its
- * stack) only while it is parked, i.e. before they release go_.
+ * stack) only while it is parked, i.e. before they release its word.
  *
  * A new thread copies its first task from go's stack frame, then releases
  * struct start's taken word, which go parks on: go returns only after
