@@ -548,6 +548,8 @@ CANCEL_API int cancel_waitpid(pid_t pid, int *status,
  * cancel_group_go(), @tok the group's token. Return 0 for success or a
  * positive errno-style value for a failure (a negative value is passed to
  * cancel_group_wait() as it is, but cancels the group with ECANCELED).
+ * It must return: a member thread ended by pthread_exit() or
+ * pthread_cancel() would leave cancel_group_wait() waiting forever.
  */
 typedef int (*cancel_task_fn)(void *arg, cancel_token tok);
 
@@ -664,7 +666,8 @@ CANCEL_API int cancel_group_try_go(struct cancel_group *g, cancel_task_fn fn,
  * of @g; EINVAL for NULL @g or a malformed deadline; EAGAIN if the library
  * thread a timed wait needs cannot be started (portable builds only).
  * Once it has returned anything but ETIMEDOUT, EDEADLK, EINVAL or EAGAIN,
- * no member thread is left and none touches @g.
+ * every member it waited for has returned, its thread is joined and none
+ * touches @g (a go running concurrently may start new ones).
  * Threads: any, concurrently with go, try_go and other waits. Blocks: yes.
  */
 CANCEL_API int cancel_group_wait(struct cancel_group *g,
