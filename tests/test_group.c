@@ -251,6 +251,55 @@ sibling_ecanceled_after_failure_is_not_counted(void **state)
 	}
 }
 
+/* Under the group's mutex: members accepted and not yet returned. */
+static unsigned
+active_members(struct cancel_group *g)
+{
+	pthread_mutex_lock(&g->mu_);
+	unsigned n = g->active_;
+	pthread_mutex_unlock(&g->mu_);
+	return n;
+}
+
+struct last_one {
+	struct cancel_group *g;
+	int err;
+};
+
+/* Waits for the cancel, then for every sibling to have returned, then
+ * fails with a real error of its own. */
+static int
+fail_last_after_cancel(void *arg, cancel_token tok)
+{
+	struct last_one *l = arg;
+	cancel_wait(NULL, tok);
+	while (active_members(l->g) > 1)
+		sched_yield();
+	return l->err;
+}
+
+static void
+member_failing_after_outside_cancel_is_the_failure(void **state)
+{
+	(void)state;
+	struct cancel_source parent = CANCEL_SOURCE_INITIALIZER;
+	struct cancel_group *g = group_new(0, cancel_source_token(&parent));
+	/* Three siblings return ECANCELED first: none of them counts. */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(cancel_group_go(g, wait_then_ecanceled, NULL),
+		                 0);
+	struct last_one l = {.g = g, .err = EPIPE};
+	assert_int_equal(cancel_group_go(g, fail_last_after_cancel, &l), 0);
+	tu_await_waiters_bounded(&g->src_, 4);
+	cancel_source_cancel_with(&parent, ESHUTDOWN);
+	assert_int_equal(cancel_group_wait(g, NULL), EPIPE);
+	/* The token keeps the parent's reason: the cancel came first. */
+	assert_int_equal(cancel_token_reason(cancel_group_token(g)),
+	                 ESHUTDOWN);
+	group_free(g);
+	assert_int_equal(cancel_source_destroy(&parent), 0);
+}
+
 static int
 fail_now(void *arg, cancel_token tok)
 {
@@ -760,6 +809,9 @@ main(void)
 	        teardown),
 	    cmocka_unit_test_setup_teardown(
 	        member_ecanceled_before_any_cancel_is_a_failure, setup,
+	        teardown),
+	    cmocka_unit_test_setup_teardown(
+	        member_failing_after_outside_cancel_is_the_failure, setup,
 	        teardown),
 	    cmocka_unit_test_setup_teardown(
 	        limit_respected_under_10000_members_from_4_submitters, setup,
