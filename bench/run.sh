@@ -1,7 +1,8 @@
 #!/bin/sh
 # Configure a Release build with the benchmarks, build them, and run every
 # bench program that exists: bench_core (libcancel vs std::stop_token, GLib
-# and the raw floor, one table), then bench_wake and bench_timer.
+# and the raw floor, one table), then bench_wake, bench_timer and
+# bench_group.
 #
 # usage: bench/run.sh [--quick] [--no-build] [BUILD_DIR]
 #   --quick      a few seconds per program (CI smoke run; nothing asserted)
@@ -37,7 +38,7 @@ for a in "$@"; do
 done
 
 progs=bench_core
-for b in bench_wake bench_timer; do
+for b in bench_wake bench_timer bench_group; do
 	if [ -f "$here/$b.c" ]; then
 		progs="$progs $b"
 	fi
@@ -88,3 +89,13 @@ for b in bench_wake bench_timer; do
 		"$bin/$b" $samples
 	fi
 done
+# bench_group's argument is its repetitions (default 41; 10x stop rounds).
+if [ -x "$bin/bench_group" ]; then
+	reps=
+	if [ -n "$quick" ]; then
+		reps=5
+	fi
+	echo
+	echo "== bench_group $reps"
+	"$bin/bench_group" $reps
+fi

@@ -3,8 +3,9 @@
 #
 # A server builds slow sales reports. Two clients ask at once: a patient
 # one gets its whole report; an impatient one gives up after 2 seconds.
-# Then a command-line report generator runs into its --timeout, and the
-# server is stopped with SIGTERM while a request is still in flight. The
+# Then a command-line report generator runs into its --timeout, the
+# server is stopped with SIGTERM while a request is still in flight, and
+# a request fans out three fetches in a group (examples/fanout.c). The
 # timeline shows what happened and how fast the abandoned work stopped.
 #
 # Run from anywhere: ./examples/demo.sh. It configures and builds what it
@@ -40,7 +41,7 @@ build_examples() {
 			-DCANCEL_BUILD_BENCH=OFF || return 1
 	fi
 	cmake --build "$build" -j2 --target example_server example_client \
-		example_report
+		example_report example_fanout
 }
 if ! build_examples >"$tmp/build.log" 2>&1; then
 	echo "failed:"
@@ -142,6 +143,15 @@ wait "$stamper_pid" "$other"
 stamper_pid=
 stamp "server exited $rc, $stop_ms ms after SIGTERM"
 
+# 4. Fan-out: three fetches for one request in a group (examples/fanout.c).
+stamp "fanout   (database, upstream service and pool, in parallel)"
+fan_rc=0
+"$bin/fanout" >"$tmp/fanout.txt" 2>&1 || fan_rc=$?
+while IFS= read -r line; do
+	[[ -n $line ]] && stamp "    fanout | $line"
+done <"$tmp/fanout.txt"
+stamp "fanout exited $fan_rc"
+
 # The numbers, from the logs.
 log=$tmp/server.log
 gone=$(sed -nE 's/.*\(client disconnected\) ([0-9.]+) ms after.*/\1/p' "$log")
@@ -162,10 +172,13 @@ The patient client got its whole report. The report generator hit its \
 1 s timeout, stopped ${rstop:-?} ms later (it checks the token every 10 \
 items), exited $report_rc (timed out) and left $files behind. On SIGTERM \
 the server canceled its in-flight request, joined its threads and exited \
-$rc within $stop_ms ms.
+$rc within $stop_ms ms. In the fan-out, the upstream's failure and the \
+client leaving each stopped the other fetches at once, and the group's \
+wait returned only when all three had.
 SUMMARY
 
-if [[ -z $gone || $report_rc != 124 || $left != 0 || $rc != 0 ]]; then
+if [[ -z $gone || $report_rc != 124 || $left != 0 || $rc != 0 ||
+	$fan_rc != 0 ]]; then
 	echo "demo: that is not what should have happened" >&2
 	exit 1
 fi

@@ -232,6 +232,20 @@ CANCEL_HIDDEN void cancel__test_fail_alloc(long k);
 CANCEL_HIDDEN long cancel__test_live_objects(void);
 CANCEL_HIDDEN long cancel__test_alloc_count(void);
 
+/* ------------------------------------------------------------------ */
+/* group.c: test hooks                                                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * cancel__group_test_fail_create(k): the k-th member thread creation from
+ * now fails as if pthread_create returned EAGAIN (1 = the next one); 0
+ * disables. cancel__group_test_no_reuse(true): go never hands a member to
+ * a parked thread but creates one per member (the benchmark's other
+ * column); the threads still park until wait joins them.
+ */
+CANCEL_HIDDEN void cancel__group_test_fail_create(long k);
+CANCEL_HIDDEN void cancel__group_test_no_reuse(bool on);
+
 /* Save and restore errno around a public call. */
 #define CANCEL_ERRNO_SAVE() int cancel__saved_errno_ = errno
 #define CANCEL_ERRNO_RESTORE() (errno = cancel__saved_errno_)
