@@ -253,6 +253,31 @@ pthread_cond_clockwait(pthread_cond_t *cv, pthread_mutex_t *mu,
 	return real(cv, mu, clk, ts);
 }
 
+/*
+ * pthread_mutex_lock only watches: once armed for a mutex, it notes that
+ * some thread called it on that mutex (the library's deferred broadcast
+ * does; a condvar wait re-takes its mutex without calling it).
+ */
+typedef int (*mutex_lock_fn)(pthread_mutex_t *);
+static mutex_lock_fn real_mutex_lock;
+static pthread_mutex_t *watched_mu;
+static int watched_locking;
+
+__attribute__((constructor)) static void
+find_real_mutex_lock(void)
+{
+	real_mutex_lock =
+	        (mutex_lock_fn)dlsym(RTLD_NEXT, "pthread_mutex_lock");
+}
+
+int
+pthread_mutex_lock(pthread_mutex_t *mu)
+{
+	if (ld_acquire(&watched_mu) == mu)
+		st_release(&watched_locking, 1);
+	return real_mutex_lock(mu);
+}
+
 /* ------------------------------------------------------------------ */
 /* Fixtures and small threads                                         */
 /* ------------------------------------------------------------------ */
@@ -272,6 +297,7 @@ teardown(void **state)
 {
 	(void)state;
 	hook_disarm();
+	st_release(&watched_mu, (pthread_mutex_t *)NULL);
 	int bad = lt_check_released();
 	if (bad != 0)
 		fail_msg("%d released object(s) written to after release",
@@ -931,7 +957,14 @@ cond_wakeup_not_delayed_by_another_waiters_mutex(void **state)
 	lt_start(&t1, condw_main, &w1);
 	assert_true(lt_await_within(&w1.locked, 5000));
 	pthread_mutex_lock(&mu1); /* W1 is inside the wait */
+	st_relaxed(&watched_locking, 0);
+	st_release(&watched_mu, &mu1);
 	assert_true(cancel_source_cancel(s1));
+	/* The deferred broadcast is running and blocks on mu1. */
+	if (!lt_await_within(&watched_locking, 2000))
+		print_message("note: no pthread_mutex_lock(mu1) seen from "
+		              "the deferred wake-up\n");
+	st_release(&watched_mu, (pthread_mutex_t *)NULL);
 
 	/* W2 registered and about to wait, still holding mu2: the cancel
 	 * cannot wake it directly, its wake-up is deferred too. */
