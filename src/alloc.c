@@ -7,11 +7,13 @@
 
 #include "atomic.h"
 
+#include <errno.h>
 #include <stdlib.h>
 
 static long live_objects;
 static long alloc_count;
 static long fail_countdown; /* k > 0: the k-th allocation from now fails */
+static int fail_errno;      /* errno an injected failure sets (0: none) */
 
 static bool
 should_fail(void)
@@ -27,8 +29,12 @@ should_fail(void)
 void *
 cancel__malloc(size_t n)
 {
-	if (should_fail())
+	if (should_fail()) {
+		int e = ld_relaxed(&fail_errno);
+		if (e != 0)
+			errno = e; /* as a real malloc failure does */
 		return NULL;
+	}
 	void *p = malloc(n);
 	if (p != NULL) {
 		fetch_add_relaxed(&live_objects, 1);
@@ -56,6 +62,12 @@ void
 cancel__test_fail_alloc(long k)
 {
 	st_relaxed(&fail_countdown, k);
+}
+
+void
+cancel__test_fail_alloc_errno(int e)
+{
+	st_relaxed(&fail_errno, e);
 }
 
 long

@@ -43,6 +43,8 @@ declare -A EXCLUDED=(
 # Test programs linked dynamically (against ld-musl), with the reason.
 declare -A DYNAMIC=(
 	[test_cond]="interposes pthread_cond_wait, finds musl's with dlsym(RTLD_NEXT)"
+	[test_lifetime]="interposes libc calls, finds musl's with dlsym(RTLD_NEXT)"
+	[test_lifetime_fork]="interposes pthread_mutex_unlock (dlsym(RTLD_NEXT))"
 )
 
 FLAGS=(-std=c11 -D_GNU_SOURCE -DCANCEL_STATIC_DEFINE -O2 -g
