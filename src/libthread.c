@@ -105,6 +105,10 @@ static pthread_cond_t work_cv = PTHREAD_COND_INITIALIZER;
 #define WT_MAX 64u
 static unsigned wt_total;
 static unsigned wt_idle;
+/* Items queued and not yet taken: each needs an idle thread of its own
+ * (a signalled thread counts as idle until it runs, so idle > 0 alone
+ * would hand two items to one thread). */
+static unsigned work_n;
 /* The item this thread is running (work threads only). */
 static _Thread_local struct cancel__work *wt_current;
 
@@ -609,6 +613,7 @@ wt_main(void *arg)
 			work_head->prev = NULL;
 		else
 			work_tail = NULL;
+		work_n--;
 		w->next = w->prev = NULL;
 		w->state = W_RUNNING;
 		wt_current = w;
@@ -653,13 +658,15 @@ cancel__work_post(struct cancel__work *w)
 		work_head = w;
 	work_tail = w;
 	w->state = W_QUEUED;
-	if (wt_idle > 0) {
-		pthread_cond_signal(&work_cv);
-	} else if (wt_total < WT_MAX && start_thread(wt_main, NULL) == 0) {
+	work_n++;
+	if (wt_idle < work_n && wt_total < WT_MAX &&
+	    start_thread(wt_main, NULL) == 0) {
 		/* Every work thread is busy (maybe blocked on another
-		 * mutex): this item must not wait behind them. */
+		 * mutex) or already promised an item: this one must not
+		 * wait behind them. */
 		wt_total++;
 	}
+	pthread_cond_signal(&work_cv);
 	/* Else (WT_MAX reached, or no thread could be started) it waits
 	 * for a busy work thread to finish. */
 	pthread_mutex_unlock(&lt_mu);
@@ -683,6 +690,7 @@ cancel__work_revoke(struct cancel__work *w)
 			work_tail = w->prev;
 		w->next = w->prev = NULL;
 		w->state = W_IDLE;
+		work_n--;
 	} else if (w->state == W_RUNNING) {
 		done = false;
 	}
@@ -798,6 +806,7 @@ atfork_child(void)
 	sleep_until = CANCEL_NEVER;
 	firing = NULL;
 	work_head = work_tail = NULL;
+	work_n = 0;
 	st_relaxed(&sig_head, NULL);
 	/* Waiters of the parent's condvar do not exist here: start afresh.
 	 * The mutex is held by this very thread (atfork_prepare), so it is
