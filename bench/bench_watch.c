@@ -294,7 +294,7 @@ bench_pair(void)
 	struct cancel_source src;
 	struct cancel_watch w = CANCEL_WATCH_INITIALIZER;
 	cancel_source_init(&src);
-	uint64_t lib[REPS], raw[REPS];
+	uint64_t lib[REPS] = {0}, raw[REPS] = {0};
 	for (int r = -1; r < REPS; r++) { /* -1: warm-up */
 		for (int j = 0; j < 2; j++) {
 			bool do_lib = (r + j) % 2 == 0;
@@ -353,7 +353,7 @@ helper_main(int ctl, int n)
 	int *peers = calloc((size_t)n, sizeof *peers);
 	for (int i = 0; i < n; i += PER_MSG) {
 		int m = n - i < PER_MSG ? n - i : PER_MSG;
-		int mine[PER_MSG];
+		int mine[PER_MSG] = {0};
 		union {
 			char buf[CMSG_SPACE(sizeof(int) * PER_MSG)];
 			struct cmsghdr align;

@@ -69,6 +69,15 @@
  *     succeeded (SPEC deviation, portable backend only; the Linux futex
  *     backend wakes them from the handler as specified). cancel_poll(), the
  *     I/O calls and the token's fd are woken from the handler on both.
+ *   - Hang-up watches (SPEC deviations, marked): at most one active watch
+ *     per descriptor on the epoll backend (a second one returns EEXIST:
+ *     epoll keys its interest list on the descriptor); the first watch
+ *     may also return EMFILE or ENFILE (the epoll descriptor); regular
+ *     files and directories give EINVAL there. The portable backend keeps
+ *     a growable array of watches (ENOMEM) and polls every watched
+ *     descriptor from the library thread. A watch inherited across
+ *     fork() is idle in the child: it never fires there, and stopping it
+ *     only releases its hold on the source.
  *
  * Threads: what may run at the same time on one source
  *
@@ -602,7 +611,8 @@ struct cancel_watch {
  * @fd that is not open or cannot be watched (a regular file or
  * directory on the epoll backend); EEXIST (see above); EAGAIN if the
  * library thread cannot be started; ENOSPC or ENOMEM from the kernel (or,
- * portable backend, the array).
+ * portable backend, the array); EMFILE or ENFILE when the first watch
+ * cannot create the library's epoll descriptor.
  * Threads: any; not two calls on the same @w at once; not racing init or
  * destroy of @src. Blocks: no.
  */
