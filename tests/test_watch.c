@@ -468,6 +468,151 @@ stop_from_inside_the_callback_returns_false_at_once(void **state)
 	close(s);
 }
 
+/* The peer leaves while the stop runs: either the stop wins (true: the
+ * source is never canceled, and both are freed at once) or the watch
+ * fired (false: the cancel has ended when the stop returns). */
+static void
+stop_racing_the_hang_up_is_one_or_the_other(void **state)
+{
+	(void)state;
+	long rounds = tu_rounds(2000, 20000);
+	long won = 0;
+	for (long i = 0; i < rounds; i++) {
+		int s, c;
+		unix_pair(&s, &c);
+		struct req *r = req_new();
+		assert_int_equal(cancel_watch_hangup(r->w, s, 0, &r->src), 0);
+		close(c);
+		if (i % 3 == 1)
+			sched_yield(); /* let the library thread get closer */
+		bool stopped = cancel_watch_stop(r->w);
+		free(r->w);
+		r->w = NULL;
+		if (stopped) {
+			won++;
+			assert_int_equal(ld_acquire(&r->fired), 0);
+			assert_false(cancel_token_is_canceled(
+			    cancel_source_token(&r->src)));
+		} else {
+			assert_int_equal(ld_acquire(&r->fired), 1);
+		}
+		cancel_callback_unregister(&r->cb);
+		assert_int_equal(cancel_source_destroy(&r->src), 0);
+		free(r);
+		close(s);
+	}
+	fprintf(stderr, "watch: stop won %ld of %ld races\n", won, rounds);
+}
+
+/* A batch of hang-ups reported together: while the first one's callback
+ * runs, the others wait on the pending list; stopping them there returns
+ * true and they never fire. The library thread is held in a timer
+ * callback while the peers leave, so one poll reports them all. */
+#define NBATCH 50
+static int batch_entered = -1;
+static int batch_release;
+static int batch_release_first;
+static int batch_hold_entered;
+
+struct batch_req {
+	struct req *r;
+	int idx;
+};
+
+static void
+batch_cb(void *arg)
+{
+	struct batch_req *b = arg;
+	int expected = -1;
+	fetch_add_acq_rel(&b->r->fired, 1);
+	if (__atomic_compare_exchange_n(&batch_entered, &expected, b->idx,
+	                                false, __ATOMIC_ACQ_REL,
+	                                __ATOMIC_ACQUIRE))
+		tu_await(&batch_release_first);
+}
+
+static void
+hold_cb(void *arg)
+{
+	(void)arg;
+	tu_signal(&batch_hold_entered);
+	tu_await(&batch_release);
+}
+
+static void
+stop_of_a_reported_but_pending_watch_returns_true(void **state)
+{
+	(void)state;
+	struct req *r[NBATCH];
+	struct batch_req b[NBATCH];
+	struct cancel_callback cb[NBATCH];
+	int s[NBATCH], c[NBATCH];
+	st_relaxed(&batch_entered, -1);
+	st_relaxed(&batch_release, 0);
+	st_relaxed(&batch_release_first, 0);
+	st_relaxed(&batch_hold_entered, 0);
+	for (int i = 0; i < NBATCH; i++) {
+		unix_pair(&s[i], &c[i]);
+		r[i] = req_new();
+		b[i] = (struct batch_req){r[i], i};
+		cancel_callback_unregister(&r[i]->cb);
+		memset(&cb[i], 0, sizeof cb[i]);
+		assert_true(cancel_callback_register(
+		    &cb[i], batch_cb, &b[i], cancel_source_token(&r[i]->src)));
+		assert_int_equal(cancel_watch_hangup(r[i]->w, s[i], 0,
+		                                     &r[i]->src), 0);
+	}
+	/* Hold the library thread in a timer's callback. */
+	struct cancel_source *hold = calloc(1, sizeof *hold);
+	struct cancel_callback hcb = CANCEL_CALLBACK_INITIALIZER;
+	cancel_source_init(hold);
+	assert_true(cancel_callback_register(&hcb, hold_cb, NULL,
+	                                     cancel_source_token(hold)));
+	assert_int_equal(cancel_source_cancel_after(hold, 1), 0);
+	tu_await(&batch_hold_entered);
+	for (int i = 0; i < NBATCH; i++)
+		close(c[i]);
+	/* Let the first watch's callback take over the hold. */
+	tu_signal(&batch_release);
+	uint64_t end = tu_now_ms() + 10000;
+	while (ld_acquire(&batch_entered) < 0) {
+		assert_true(tu_now_ms() < end);
+		tu_nap();
+	}
+	/* The first fired watch's callback runs (blocked); the others were
+	 * reported in the same poll and wait on the pending list. */
+	int first = ld_acquire(&batch_entered);
+	int pending_stopped = 0;
+	for (int i = 0; i < NBATCH; i++) {
+		if (i == first)
+			continue;
+		bool stopped = cancel_watch_stop(r[i]->w);
+		free(r[i]->w);
+		r[i]->w = NULL;
+		pending_stopped += stopped;
+	}
+	assert_int_equal(pending_stopped, NBATCH - 1);
+	tu_signal(&batch_release_first);
+	assert_false(cancel_watch_stop(r[first]->w));
+	free(r[first]->w);
+	r[first]->w = NULL;
+	for (int i = 0; i < NBATCH; i++) {
+		cancel_callback_unregister(&cb[i]);
+		bool was_stopped = ld_acquire(&r[i]->fired) == 0;
+		assert_int_equal(cancel_token_is_canceled(
+		                     cancel_source_token(&r[i]->src)),
+		                 !was_stopped);
+		assert_int_equal(cancel_source_destroy(&r[i]->src), 0);
+		free(r[i]);
+		close(s[i]);
+	}
+	cancel_callback_unregister(&hcb);
+	assert_int_equal(cancel_source_destroy(hold), 0);
+	free(hold);
+	fprintf(stderr, "watch: %d of %d pending watches stopped\n",
+	        pending_stopped, NBATCH);
+}
+
 static void
 destroy_is_ebusy_while_a_watch_is_active_even_after_it_fired(void **state)
 {
@@ -866,6 +1011,8 @@ main(void)
 		T(stop_after_the_cancel_returns_false),
 		T(stop_while_firing_waits_for_the_cancel_to_end),
 		T(stop_from_inside_the_callback_returns_false_at_once),
+		T(stop_racing_the_hang_up_is_one_or_the_other),
+		T(stop_of_a_reported_but_pending_watch_returns_true),
 		T(destroy_is_ebusy_while_a_watch_is_active_even_after_it_fired),
 		T(results_for_canceled_sources_busy_watches_and_bad_arguments),
 		T(reused_descriptor_number_never_cancels_the_old_or_new_request),
