@@ -13,8 +13,8 @@
  * Each request has its own source, linked to the server's shutdown source,
  * and its token flows controller -> service -> repository, always as the
  * last parameter. The request is canceled when
- *   - its client disconnects (a watcher thread polls the client's socket),
- *     with reason ECONNRESET;
+ *   - its client disconnects (a hang-up watch on the client's socket: no
+ *     thread of its own), with reason ECONNRESET;
  *   - its deadline passes (?deadline_ms=M), with reason ETIMEDOUT;
  *   - the server shuts down (SIGINT or SIGTERM), with reason EINTR.
  * Then every wait on the way returns ECANCELED at once, and the callbacks
@@ -312,34 +312,22 @@ service_sales_report(struct report *rep, int seconds, cancel_token tok)
 struct request {
 	int fd;				/* the client */
 	struct cancel_source src;	/* the request */
-	struct cancel_source watch;	/* child of src: ends the watch */
+	struct cancel_source gone;	/* canceled when the client leaves */
+	struct cancel_callback left;	/* on gone: cancels src */
+	struct cancel_watch watch;	/* cancels gone on a hang-up */
 	atomic_uint_fast64_t left_ns;	/* when the client was seen leaving */
 };
 
-/* Watcher thread: cancels the request when the client disconnects. A
- * client that half-closes its side is taken as gone (HTTP clients wait
- * for the answer with their side open). */
-static void *
-watch_client(void *arg)
+/* Callback (on libcancel's thread): the hang-up watch saw the client
+ * leave. A client that half-closes its side is taken as gone (HTTP
+ * clients wait for the answer with their side open). */
+static void
+client_left(void *arg)
 {
 	struct request *r = arg;
-	struct pollfd p = { .fd = r->fd, .events = POLLIN | POLLRDHUP };
-	cancel_token tok = cancel_source_token(&r->watch);
-	char c;
 
-	while (cancel_poll(&p, 1, NULL, tok) == 0) {
-		if (!(p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
-			ssize_t n = recv(r->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-			if (n > 0)	/* more bytes: not ours to read */
-				p.events = POLLRDHUP;
-			if (n > 0 || (n < 0 && errno == EAGAIN))
-				continue;
-		}
-		atomic_store(&r->left_ns, now_ns());
-		cancel_source_cancel_with(&r->src, ECONNRESET);
-		break;
-	}
-	return NULL;
+	atomic_store(&r->left_ns, now_ns());
+	cancel_source_cancel_with(&r->src, ECONNRESET);
 }
 
 static void
@@ -366,24 +354,26 @@ controller_sales_report(int id, int fd, const char *target, int seconds,
 	struct request r = { .fd = fd };
 	struct report rep = { .id = id };
 	char body[160], released[64];
-	pthread_t watcher;
 
 	/* Linked to one parent: allocates nothing, cannot fail. */
 	cancel_source_init_linked(&r.src, &shutdown_tok, 1);
 	cancel_token tok = cancel_source_token(&r.src);
-	cancel_source_init_linked(&r.watch, &tok, 1);
+	cancel_source_init(&r.gone);
+	cancel_callback_register(&r.left, client_left, &r,
+	                         cancel_source_token(&r.gone));
 	uint64_t start = now_ns();
 	if (deadline_ms > 0)
 		cancel_source_cancel_after(&r.src, (uint64_t)deadline_ms * MS);
-	bool watching = pthread_create(&watcher, NULL, watch_client, &r) == 0;
+	/* No thread: libcancel's own thread watches every client. */
+	bool watching = cancel_watch_hangup(&r.watch, fd, 0, &r.gone) == 0;
 	say("req %d GET %s: started", id, target);
 
 	int rc = service_sales_report(&rep, seconds, tok);
 	uint64_t end = now_ns();
 
-	cancel_source_cancel(&r.watch);		/* done: stop watching */
-	if (watching)
-		pthread_join(watcher, NULL);
+	if (watching)		/* done: stop watching (before any close) */
+		cancel_watch_stop(&r.watch);
+	cancel_callback_unregister(&r.left);
 	bool db = atomic_load(&rep.released_db);
 	bool inv = atomic_load(&rep.released_inventory);
 	snprintf(released, sizeof released, "%s%s%s",
@@ -419,7 +409,7 @@ controller_sales_report(int id, int fd, const char *target, int seconds,
 		    "%.0f ms; released: %s", id, target, ms(start, end),
 		    released);
 	}
-	cancel_source_destroy(&r.watch);	/* children first */
+	cancel_source_destroy(&r.gone);
 	cancel_source_destroy(&r.src);
 }
 

@@ -93,6 +93,15 @@
  *     succeeded (SPEC deviation, portable backend only; the Linux futex
  *     backend wakes them from the handler as specified). cancel_poll(), the
  *     I/O calls and the token's fd are woken from the handler on both.
+ *   - Hang-up watches (SPEC deviations, marked): at most one active watch
+ *     per descriptor on the epoll backend (a second one returns EEXIST:
+ *     epoll keys its interest list on the descriptor); the first watch
+ *     may also return EMFILE or ENFILE (the epoll descriptor); regular
+ *     files and directories give EINVAL there. The portable backend keeps
+ *     a growable array of watches (ENOMEM) and polls every watched
+ *     descriptor from the library thread. A watch inherited across
+ *     fork() is idle in the child: it never fires there, and stopping it
+ *     only releases its hold on the source.
  *
  * Threads: what may run at the same time on one source
  *
@@ -109,6 +118,9 @@
  *                                      if a thread is already blocked on it)
  *   cancel_from_signal                 anything except destroy of that
  *                                      source, from a signal handler
+ *   watch_hangup, watch_stop           everything except init/destroy of
+ *                                      the source; not two calls on the
+ *                                      same watch at once
  *
  * fork(): in the child, use sources created after the fork; an inherited
  * source may only be initialized again (its fd is abandoned; it is
@@ -816,6 +828,89 @@ CANCEL_API int cancel_group_wait(struct cancel_group *g,
  * Threads: no other call on @g. Blocks: no.
  */
 CANCEL_API int cancel_group_destroy(struct cancel_group *g);
+/* Hang-up watches (contract 1.1)                                     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A hang-up watch: cancels a source when the peer of a socket (or pipe)
+ * goes away. Stored wherever the caller likes; all fields are private.
+ * All-zero bytes (CANCEL_WATCH_INITIALIZER) are an idle watch.
+ */
+struct cancel_watch {
+	struct cancel_source *src_;
+	struct cancel_watch *next_;
+	struct cancel_watch *prev_;
+	int32_t fd_;
+	uint32_t flags_;
+	uint32_t state_;
+	uint32_t stamp_;
+	uint32_t gen_;
+	uint32_t slot_;
+};
+
+#ifdef __cplusplus
+#define CANCEL_WATCH_INITIALIZER {}
+#else
+#define CANCEL_WATCH_INITIALIZER {0}
+#endif
+
+/* Do not cancel when the peer only shuts down its sending side. */
+#define CANCEL_WATCH_IGNORE_HALF_CLOSE 1u
+
+/*
+ * Cancel @src with reason ECONNRESET when the peer of @fd (a connected
+ * socket or a pipe) goes away: a reset, an error, a hang-up, or (unless
+ * @flags has CANCEL_WATCH_IGNORE_HALF_CLOSE) the peer's orderly close of
+ * its sending side. A peer already gone at the call cancels promptly.
+ *
+ * The watch never reads from @fd and never changes its flags: unread
+ * request bytes do not matter. No thread per watch: the library thread
+ * watches every watched descriptor of the process in one kernel object
+ * (epoll on Linux; with CANCEL_WAIT_BACKEND=pthread a portable poll()
+ * set, POLLRDHUP where the system has it, else POLLHUP only). The
+ * cancel, and so @src's callbacks, run on the library thread. The epoll
+ * backend allocates nothing per watch; the portable one keeps a growable
+ * array (ENOMEM).
+ *
+ * With CANCEL_WATCH_IGNORE_HALF_CLOSE, a peer that closes its socket
+ * without unread data looks exactly like a half-close until something is
+ * written to it (the reply then draws a reset, which cancels): only
+ * resets, errors and full hang-ups are watched.
+ *
+ * The watch stays active (and @src cannot be destroyed: EBUSY) until
+ * cancel_watch_stop(), also after it fired. Call cancel_watch_stop()
+ * before closing @fd. At most one active watch per descriptor number
+ * (epoll backend: EEXIST for a second one).
+ *
+ * Returns: 0; ECANCELED (nothing watched) when @src is already canceled;
+ * EBUSY if @w is active; EINVAL for NULL @w or @src, unknown @flags, or an
+ * @fd that is not open or cannot be watched (a regular file or
+ * directory on the epoll backend); EEXIST (see above); EAGAIN if the
+ * library thread cannot be started; ENOSPC or ENOMEM from the kernel (or,
+ * portable backend, the array); EMFILE or ENFILE when the first watch
+ * cannot create the library's epoll descriptor.
+ * Threads: any; not two calls on the same @w at once; not racing init or
+ * destroy of @src. Blocks: no.
+ */
+CANCEL_API int cancel_watch_hangup(struct cancel_watch *w, int fd,
+                                   unsigned flags, struct cancel_source *src);
+
+/*
+ * Stop watch @w. Returns true if it stopped the watch before it fired
+ * (the source is not canceled by it, then or later); false if the watch
+ * had fired (or @w is idle or NULL). If the cancel the watch started is
+ * still running on the library thread, waits until it has returned, as
+ * cancel_callback_unregister() does, except when called from inside that
+ * cancel's own callbacks, where it returns false at once.
+ *
+ * Call it before close(@fd): a closed descriptor whose number is reused
+ * must never cancel another request. After it returns, nothing in the
+ * library touches @w, which may be reused or freed, and @w no longer
+ * holds its source (destroy may succeed).
+ * Threads: any; not two calls on the same @w at once. Blocks: only while
+ * the watch's cancel runs on the library thread.
+ */
+CANCEL_API bool cancel_watch_stop(struct cancel_watch *w);
 
 #ifdef __cplusplus
 }

@@ -57,6 +57,7 @@
  */
 #include "internal.h"
 #include "atomic.h"
+#include "watch.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -315,7 +316,7 @@ poll_timeout(uint64_t rel)
 static void *
 lt_main(void *arg)
 {
-	struct pollfd pfd = {.fd = (int)(intptr_t)arg, .events = POLLIN};
+	int kfd = (int)(intptr_t)arg;
 
 	lt_self = true;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
@@ -337,7 +338,7 @@ lt_main(void *arg)
 		 * readable, so the next ppoll() returns at once and we drain
 		 * then. */
 		if (drain)
-			cancel__wakefd_drain(pfd.fd);
+			cancel__wakefd_drain(kfd);
 		run_signals();
 		run_timers();
 		if (ld_relaxed(&lt_gen) != gen) {
@@ -365,10 +366,14 @@ lt_main(void *arg)
 			ts = cancel__ns_to_ts(poll_timeout(rel));
 			tmo = &ts;
 		}
-		/* EINTR, a timeout or a kick: all just loop. */
-		pfd.revents = 0;
-		int n = ppoll(&pfd, 1, tmo, NULL);
-		drain = n != 0;
+		/* EINTR, a timeout or a kick: all just loop. A hang-up
+		 * makes a watch descriptor readable (watch.c). */
+		nfds_t nfds;
+		struct pollfd *set = cancel__watch_pollset(kfd, &nfds);
+		int n = ppoll(set, nfds, tmo, NULL);
+		drain = n < 0 || set[0].revents != 0;
+		if (n > 0)
+			cancel__watch_dispatch(set, nfds);
 	}
 	return NULL;
 }
@@ -808,6 +813,7 @@ atfork_child(void)
 	work_head = work_tail = NULL;
 	work_n = 0;
 	st_relaxed(&sig_head, NULL);
+	cancel__watch_atfork_child();
 	/* Waiters of the parent's condvar do not exist here: start afresh.
 	 * The mutex is held by this very thread (atfork_prepare), so it is
 	 * released rather than re-initialized: the same effect, and what

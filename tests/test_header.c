@@ -107,10 +107,14 @@ API(cancel_connect, int (*)(int, const struct sockaddr *, socklen_t,
                             const struct timespec *, cancel_token));
 API(cancel_waitpid,
     int (*)(pid_t, int *, const struct timespec *, cancel_token));
+API(cancel_watch_hangup,
+    int (*)(struct cancel_watch *, int, unsigned, struct cancel_source *));
+API(cancel_watch_stop, bool (*)(struct cancel_watch *));
 
 /* Static storage needs no init call. */
 static struct cancel_source shutdown_src = CANCEL_SOURCE_INITIALIZER;
 static struct cancel_callback static_cb = CANCEL_CALLBACK_INITIALIZER;
+static struct cancel_watch static_watch = CANCEL_WATCH_INITIALIZER;
 
 /* Embedded in a caller's struct, initialized with it. */
 struct request {
@@ -130,6 +134,10 @@ main(void)
 
 	CHECK(all_zero(&shutdown_src, sizeof(shutdown_src)));
 	CHECK(all_zero(&static_cb, sizeof(static_cb)));
+	CHECK(all_zero(&static_watch, sizeof(static_watch)));
+	CHECK(CANCEL_WATCH_IGNORE_HALF_CLOSE == 1u);
+	struct cancel_watch w = CANCEL_WATCH_INITIALIZER;
+	CHECK(all_zero(&w, sizeof(w)));
 
 	struct cancel_source local = CANCEL_SOURCE_INITIALIZER;
 	struct cancel_callback cb = CANCEL_CALLBACK_INITIALIZER;

@@ -64,6 +64,7 @@ static_assert(sizeof(cancel_callback) <= 48, "cancel_callback size");
 
 cancel_source shutdown_src = CANCEL_SOURCE_INITIALIZER;
 cancel_callback static_cb = CANCEL_CALLBACK_INITIALIZER;
+cancel_watch static_watch = CANCEL_WATCH_INITIALIZER;
 
 struct session {
 	int id;
@@ -92,6 +93,9 @@ main()
 
 	CHECK(all_zero(&shutdown_src, sizeof(shutdown_src)));
 	CHECK(all_zero(&static_cb, sizeof(static_cb)));
+	CHECK(all_zero(&static_watch, sizeof(static_watch)));
+	cancel_watch w = CANCEL_WATCH_INITIALIZER;
+	CHECK(all_zero(&w, sizeof(w)));
 
 	cancel_source local = CANCEL_SOURCE_INITIALIZER;
 	cancel_callback cb = CANCEL_CALLBACK_INITIALIZER;

@@ -74,6 +74,18 @@ server_disconnect)
 	idle=$(tasks)
 	"$bin/client" "$url/reports/sales?seconds=2" >patient.out 2>&1 &
 	patient=$!
+	# Threads per in-flight request: its connection thread only (the
+	# hang-up watch needs none), plus one in the inventory service that
+	# the server also plays. A watcher thread per request made it 2 + 1.
+	wait_for server.err 'seconds=2: started' 5
+	most=0
+	for _ in $(seq 15); do
+		n=$(($(tasks) - idle))
+		((n > most)) && most=$n
+		sleep 0.02
+	done
+	((most == 2)) ||
+		fail "threads for one request: $most, want 2 (request + inventory)"
 	rc=0
 	"$bin/client" --max-time 1 "$url/reports/sales?seconds=5" \
 		>impatient.out 2>&1 || rc=$?
@@ -105,7 +117,8 @@ server_disconnect)
 	grep -q '^shutdown: 2 requests: 1 completed, 1 canceled$' server.err ||
 		fail "wrong summary"
 	echo "ok: impatient request stopped $x ms after the client left;" \
-		"patient one completed; threads back to $idle"
+		"patient one completed; 1 thread per request (+1 inventory);" \
+		"threads back to $idle"
 	;;
 server_shutdown)
 	start_server
