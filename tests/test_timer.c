@@ -901,7 +901,7 @@ job_reap(struct job *j)
 }
 
 static void
-work_items_run_on_the_work_thread_in_post_order(void **state)
+work_items_run_once_on_work_threads(void **state)
 {
 	(void)state;
 	struct job j[3];
@@ -915,14 +915,18 @@ work_items_run_on_the_work_thread_in_post_order(void **state)
 		assert_int_equal(cancel__work_post(&j[i].w), 0);
 	}
 	assert_true(wait_order_count(3, 5 * SEC) == 3);
+	int seen = 0;
 	for (int i = 0; i < 3; i++) {
-		assert_int_equal(job_log[i], i + 1);
-		/* Not the timer thread, not ours: the work thread. */
+		/* Each ran once; items posted back to back may run on
+		 * several work threads at once (none waits behind another
+		 * that blocks), so only the set is fixed, not the order. */
+		seen |= 1 << job_log[i];
+		/* Not the timer thread, not ours: a work thread. */
 		assert_false(j[i].on_lt);
 		assert_false(pthread_equal(j[i].thread, pthread_self()));
-		assert_true(pthread_equal(j[i].thread, j[0].thread));
 		job_reap(&j[i]);
 	}
+	assert_int_equal(seen, 0xe);
 }
 
 /* A work item stuck on a user's mutex must not hold back deadlines. */
@@ -974,9 +978,13 @@ work_revoke_removes_queued_item_and_waits_for_running_one(void **state)
 	queued.w.fn = job_fn;
 	assert_int_equal(cancel__work_post(&blocker.w), 0);
 	tu_await(&started);
-	/* The thread is inside blocker: queued cannot have started. */
+	/* Another work thread may take queued at once (none waits behind
+	 * the blocked one): revoke either takes it back before it starts
+	 * (it then never runs) or finds it running (then wait for it). */
 	assert_int_equal(cancel__work_post(&queued.w), 0);
-	assert_true(cancel__work_revoke(&queued.w));
+	bool revoked = cancel__work_revoke(&queued.w);
+	if (!revoked)
+		cancel__work_wait(&queued.w);
 	assert_false(cancel__work_revoke(&blocker.w));
 
 	/* Another thread opens the gate once we are about to wait. */
@@ -998,10 +1006,15 @@ work_revoke_removes_queued_item_and_waits_for_running_one(void **state)
 	clock_job.id = 3;
 	clock_job.w.fn = job_fn;
 	assert_int_equal(cancel__work_post(&clock_job.w), 0);
-	assert_true(wait_order_count(2, 5 * SEC) == 2);
-	assert_int_equal(job_log[0], 1);
-	assert_int_equal(job_log[1], 3);
-	assert_int_equal(queued.finished, 0);
+	size_t want = revoked ? 2 : 3;
+	assert_true(wait_order_count(want, 5 * SEC) == want);
+	pthread_mutex_lock(&order_mu);
+	assert_int_equal(queued.finished, revoked ? 0 : 1);
+	bool saw_clock = false;
+	for (size_t i = 0; i < want; i++)
+		saw_clock = saw_clock || job_log[i] == 3;
+	pthread_mutex_unlock(&order_mu);
+	assert_true(saw_clock);
 	job_reap(&clock_job);
 	job_reap(&queued);
 }
@@ -1079,7 +1092,7 @@ main(void)
 		T(tiny_deadline_then_destroy_never_touches_freed_source),
 		T(forked_child_arms_a_timer_that_fires),
 		T(parent_armed_deadline_does_not_fire_in_child),
-		T(work_items_run_on_the_work_thread_in_post_order),
+		T(work_items_run_once_on_work_threads),
 		T(deadline_fires_while_a_work_item_blocks),
 		T(work_revoke_removes_queued_item_and_waits_for_running_one),
 		T(signal_cancels_finish_on_library_thread_in_post_order),
