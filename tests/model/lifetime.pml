@@ -282,7 +282,7 @@ inline run_cb(c, role)
 	d_step {
 		touch(role);
 		current = NONE;
-		cbst[c] = CB_DONE	/* src_ cleared: the owner may reuse cb */
+		cbst[c] = CB_DONE	/* src_ cleared: owner may reuse cb */
 	};
 	if
 	:: gwait ->
@@ -296,6 +296,7 @@ inline run_cb(c, role)
 }
 
 /* cancel_source_cancel_with: cancel__begin, then run_list */
+/* mark: the call counts in started once its CAS is done (the Canceller) */
 inline cancel(role, won, old, c, mark)
 {
 	d_step {
