@@ -53,6 +53,13 @@
  * that gate: its read of cb->src_ may then come before destroy and its
  * lock after it (lifetime_flaw_unreg_early.pml).
  *
+ * -DPIN models a fix of that flaw: unregister pins the callback (one RMW
+ * on cb's state, the caller's memory: set "in flight", read the state)
+ * before it uses cb->src_; the Canceller, completing cb under S's lock
+ * before DONE, enters the count on its behalf if it is pinned; the
+ * unregister, having seen cb removed or DONE under S's lock, leaves that
+ * count after its last unlock. It no longer enters the count itself.
+ *
  * Every access to S is touch(role): assert(!freed || role), where role is
  * a hidden variable that is always 0 and names the thread in pan's report.
  *
@@ -150,6 +157,10 @@ byte started;		/* calls that made their first access to S */
 byte ran[NCB];
 bool unreg_ret[NCB];	/* an unregister of cb returned */
 bool removed[NCB];
+#ifdef PIN
+bool pinned[NCB];	/* cb's state: an unregister is in flight */
+bool counted_for[NCB];	/* cb's state: the canceller counted it in S */
+#endif
 bool allow_cancel;
 bool io_done, cw_done, un_done, ca_done, de_done, mh_done;
 bool un_ret;
@@ -282,7 +293,14 @@ inline run_cb(c, role)
 	d_step {
 		touch(role);
 		current = NONE;
-		cbst[c] = CB_DONE	/* src_ cleared: owner may reuse cb */
+		cbst[c] = CB_DONE;	/* src_ cleared: owner may reuse cb */
+#ifdef PIN
+		/* an unregister in flight may hold S: count it */
+		if
+		:: pinned[c] -> st = st + USER; counted_for[c] = true
+		:: else
+		fi
+#endif
 	};
 	if
 	:: gwait ->
@@ -344,7 +362,15 @@ inline unregister(c, role, ret, g, counted, gate)
 {
 	/* cb->src_ (the caller's memory): S while registered or running */
 	if
+#ifdef PIN
+	/* one RMW on cb's state: pin it and read it */
+	:: atomic {
+		cbst[c] == CB_REG || cbst[c] == CB_RUNNING ->
+		pinned[c] = true
+	   } ->
+#else
 	:: cbst[c] == CB_REG || cbst[c] == CB_RUNNING ->
+#endif
 		slock(role);
 #ifndef UNREG_EARLY
 		if
@@ -362,7 +388,7 @@ inline unregister(c, role, ret, g, counted, gate)
 			break
 		:: cbst[c] == CB_RUNNING ->
 			d_step { touch(role); gwait = true; g = gen };
-#ifndef BROKEN_WAIT_FLAG
+#if !defined(BROKEN_WAIT_FLAG) && !defined(PIN)
 			if
 			:: !counted -> enter(role); counted = true
 			:: else
@@ -374,6 +400,11 @@ inline unregister(c, role, ret, g, counted, gate)
 		:: else -> break
 		od;
 		sunlock(role);
+#ifdef PIN
+		/* final: we saw c removed or DONE under S's lock */
+		counted = counted_for[c];
+		d_step { pinned[c] = false; counted_for[c] = false };
+#endif
 		if
 		:: counted -> leave(role, g); counted = false
 		:: else

@@ -222,6 +222,9 @@ check lifetime_broken_timer_no_wait safety fail=timer_firing
 check lifetime_broken_no_wake safety fail
 check lifetime_broken_no_wake np fail
 check lifetime_flaw_unreg_early safety fail=unregisterer
+check lifetime_flaw_unreg_early safety ok -DPIN
+check lifetime_flaw_unreg_early np ok -DPIN
+check lifetime safety ok -DCOND -DUNREG -DPIN
 
 end=$(date +%s)
 if [ "$bad" = 0 ]; then
