@@ -29,10 +29,19 @@ start=$(date +%s)
 # check MODEL MODE EXPECT [SPIN_DEFINES...]
 #   MODE:   safety (assertions, invalid end states)
 #           np     (non-progress cycles under weak fairness; spin -DLIVE)
-#   EXPECT: ok (must verify) or fail (spin must find an error)
+#   EXPECT: ok (must verify), fail (spin must find an error) or fail=TEXT
+#           (spin must find an error and pan's report must contain TEXT,
+#           e.g. the name in a failed assertion)
 check() {
 	model=$1 mode=$2 expect=$3
 	shift 3
+	want=
+	case $expect in
+	fail=*)
+		want=${expect#fail=}
+		expect=fail
+		;;
+	esac
 	label="$model${*:+ $*}"
 	nchecks=$((nchecks + 1))
 	rm -f "$tmp"/pan* "$tmp"/*.trail
@@ -93,8 +102,15 @@ check() {
 	else
 		if [ "$errors" != 0 ] && [ "$errors" != "?" ] &&
 		    [ -n "$found" ]; then
-			verdict=caught
-			why="$found"
+			if [ -z "$want" ]; then
+				verdict=caught
+				why="$found"
+			elif grep -q "^pan:[0-9].*$want" "$tmp/pan.out"; then
+				verdict=caught
+				why="$found ($want)"
+			else
+				why="caught, but not the expected $want"
+			fi
 		else
 			why="the broken variant was NOT caught"
 		fi
@@ -184,6 +200,31 @@ check signal_broken_handler_runs safety fail
 check signal_broken_racy_push safety fail
 check signal_broken_no_lt_wake safety fail
 check signal_broken_no_lt_wake np fail
+
+# lifetime: the users count, destroy and poisoning (issue 12; src/source.c,
+# callback.c, wrap_io.c, wrap_cond.c, libthread.c)
+check lifetime safety ok -DIO -DUNREG
+check lifetime safety ok -DCOND -DUNREG
+check lifetime safety ok -DIO -DCOND
+check lifetime safety ok -DIO -DTIMER
+check lifetime safety ok -DCOND -DTIMER
+check lifetime safety ok -DUNREG -DTIMER
+check lifetime np ok -DIO -DUNREG
+check lifetime np ok -DCOND
+check lifetime np ok -DIO -DTIMER
+check lifetime np ok -DUNREG -DTIMER
+check lifetime_broken_io_poll_only safety fail=io_caller -DPIPE
+check lifetime_broken_io_poll_only safety fail=io_caller -DREGULAR
+check lifetime_broken_wait_flag safety fail=unregisterer
+check lifetime_broken_cond_early_leave safety fail=cond_waiter
+check lifetime_broken_no_user_wait safety fail=io_caller
+check lifetime_broken_timer_no_wait safety fail=timer_firing
+check lifetime_broken_no_wake safety fail
+check lifetime_broken_no_wake np fail
+check lifetime_flaw_unreg_early safety fail=unregisterer
+check lifetime_flaw_unreg_early safety ok -DPIN
+check lifetime_flaw_unreg_early np ok -DPIN
+check lifetime safety ok -DCOND -DUNREG -DPIN
 
 end=$(date +%s)
 if [ "$bad" = 0 ]; then
