@@ -64,6 +64,12 @@
  *     them to leave. So do not destroy a canceled source while holding
  *     the mutex that a cancel_cond_wait() on it must take back: destroy()
  *     would wait for that wait, and the wait for the mutex.
+ *     A call that has not started yet is not counted: as the thread
+ *     table says, no call may start on a source while another thread
+ *     destroys it. That includes an unregister() of a callback of that
+ *     source (it reads the source to find its lock), so finish
+ *     unregistering before destroy() is called, as with any other use
+ *     (tests/model/lifetime_flaw_unreg_early.pml shows the window).
  *   - Deadlines: a valid timespec too far to count in 64-bit nanoseconds
  *     (some 584 years of uptime) is still a deadline that never comes;
  *     only the largest timespec, cancel_deadline_in(CANCEL_NEVER), means
