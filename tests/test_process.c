@@ -782,9 +782,102 @@ pidfd_hook_forces_enosys(void **state)
 		assert_int_equal(rc, ENOSYS); /* a kernel without pidfds */
 }
 
-int
-main(void)
+
+/*
+ * Signals raining on children between the fork-like step and exec. The
+ * helper (this program, re-run with "storm-helper" in a group of its own)
+ * installs libcancel's SIGUSR1 handler on a source, blocks SIGUSR1 in its
+ * own threads, and spawns children while a thread sends SIGUSR1 to the
+ * whole group. A child that ran the handler before exec would cancel the
+ * helper's source (a vfork-like child shares its memory) or write its fd
+ * (a fork-like one shares the descriptor): neither may happen.
+ */
+#define STORM_SPAWNS 300
+
+static int storm_done;
+
+static void *
+storm_main(void *arg)
 {
+	(void)arg;
+	while (!ld_acquire(&storm_done))
+		kill(0, SIGUSR1);
+	return NULL;
+}
+
+static int
+storm_helper(void)
+{
+	static struct cancel_source src = CANCEL_SOURCE_INITIALIZER;
+	cancel_token tok = cancel_source_token(&src);
+	int fd;
+	if (cancel_token_fd(tok, &fd) != 0)
+		return 2;
+	sigset_t usr1;
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	if (pthread_sigmask(SIG_BLOCK, &usr1, NULL) != 0 ||
+	    cancel_source_cancel_on_signal(&src, SIGUSR1) != 0)
+		return 2;
+	pthread_t t;
+	if (pthread_create(&t, NULL, storm_main, NULL) != 0)
+		return 2;
+	int exited = 0, signaled = 0;
+	for (int i = 0; i < STORM_SPAWNS; i++) {
+		char *argv[] = { "true", NULL };
+		pid_t pid;
+		if (cancel_process_spawn(&pid, "/bin/true", argv, NULL, NULL,
+		                         0) != 0)
+			return 3;
+		int st;
+		if (cancel_process_wait(pid, &st, 0, NULL, CANCEL_TOKEN_NONE))
+			return 3;
+		if (WIFSIGNALED(st) && WTERMSIG(st) == SIGUSR1)
+			signaled++;
+		else if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+			exited++;
+		else
+			return 4;
+	}
+	st_release(&storm_done, 1); /* pairs with the acquire in storm_main */
+	pthread_join(t, NULL);
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	bool readable = poll(&p, 1, 0) == 1;
+	bool canceled = cancel_token_is_canceled(tok);
+	fprintf(stderr, "storm-helper: %d children exited, %d died of "
+	                "SIGUSR1; source %s, fd %s\n",
+	        exited, signaled, canceled ? "CANCELED" : "not canceled",
+	        readable ? "READABLE" : "not readable");
+	return canceled || readable || signaled == 0 ? 1 : 0;
+}
+
+static void
+signals_before_exec_never_run_parent_handlers(void **state)
+{
+	(void)state;
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	assert_true(n > 0);
+	self[n] = '\0';
+	char *argv[] = { self, "storm-helper", NULL };
+	pid_t pid;
+	assert_int_equal(cancel_process_spawn(&pid, self, argv, NULL, NULL,
+	                                      CANCEL_SPAWN_NEW_GROUP),
+	                 0);
+	struct timespec dl = cancel_deadline_in(60000 * MS);
+	int status = -1;
+	assert_int_equal(
+	    cancel_process_wait(pid, &status, 0, &dl, CANCEL_TOKEN_NONE), 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_reaped(pid);
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc > 1 && strcmp(argv[1], "storm-helper") == 0)
+		return storm_helper();
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_mode, teardown_mode)
 #define P(f, m)                                                               \
 	cmocka_unit_test_prestate_setup_teardown(f, setup_mode, teardown_mode, \
@@ -813,6 +906,7 @@ main(void)
 		T(spawn_new_group_makes_child_a_group_leader),
 		T(child_signal_does_not_reach_parent_source),
 		T(ignored_signal_is_reset_in_child),
+		T(signals_before_exec_never_run_parent_handlers),
 		T(pidfd_hook_forces_enosys),
 	};
 	/* The library thread and its wake descriptor live as long as the
