@@ -148,6 +148,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -917,6 +918,102 @@ CANCEL_API int cancel_watch_hangup(struct cancel_watch *w, int fd,
  * the watch's cancel runs on the library thread.
  */
 CANCEL_API bool cancel_watch_stop(struct cancel_watch *w);
+
+/* ------------------------------------------------------------------ */
+/* Processes                                                          */
+/* ------------------------------------------------------------------ */
+/*
+ * Start a child safely in a threaded program that uses libcancel, and stop
+ * it on cancel or deadline: politely (SIGTERM), then for sure (SIGKILL),
+ * and always reap it.
+ *
+ * A child spawned with CANCEL_SPAWN_NEW_GROUP leads its own process group:
+ * stopping it stops everything it started in that group (a shell's
+ * pipeline), but it no longer gets the terminal's Ctrl-C. Forward that as
+ * a cancel: cancel_source_cancel_on_signal(&src, SIGINT) on the source
+ * whose token the wait takes (examples/run_with_timeout.c).
+ */
+
+/* cancel_process_spawn() flags. */
+#define CANCEL_SPAWN_NEW_GROUP 1u   /* the child leads its own group */
+#define CANCEL_SPAWN_SEARCH_PATH 2u /* look @file up in PATH (posix_spawnp) */
+
+/*
+ * Start @file with @argv (argv[0] included, NULL-terminated) and @envp
+ * (NULL: this process's environment) as a child; its pid goes to *@pid.
+ * posix_spawn() underneath (posix_spawnp() with CANCEL_SPAWN_SEARCH_PATH),
+ * with @actions (may be NULL) applied in the child.
+ *
+ * In the child every signal is back at its default action (handled and
+ * ignored ones alike: no handler of this process, libcancel's included,
+ * ever runs there, and a SIG_IGN such as a server's SIGPIPE is not
+ * inherited) and none is blocked, whatever the calling thread blocks.
+ * Signals stay blocked in the child until those defaults are in place.
+ * Only descriptors without close-on-exec (libcancel's all have it) and
+ * those @actions sets up reach the child. With CANCEL_SPAWN_NEW_GROUP the
+ * child is the leader of a new process group (its pgid is its pid) by the
+ * time this returns.
+ *
+ * Returns: 0; EINVAL for a NULL @pid, @file or @argv, or an unknown flag;
+ * otherwise the spawn's error, the exec's included (ENOENT, EACCES,
+ * ENOEXEC, E2BIG, EAGAIN, ENOMEM...). *@pid is written only on success.
+ * errno is left alone.
+ * Threads: any. Blocks: only while the child is created and execs (all
+ * signals blocked in the calling thread meanwhile).
+ */
+CANCEL_API int cancel_process_spawn(pid_t *pid, const char *file,
+                                    char *const argv[], char *const envp[],
+                                    const posix_spawn_file_actions_t *actions,
+                                    unsigned flags);
+
+/*
+ * Wait for child @pid to exit and reap it, always: no zombie is left by
+ * any return but EINVAL and ECHILD.
+ *
+ * If the child exits before the token is canceled and before @deadline,
+ * returns 0 with its status. Otherwise it is stopped: SIGTERM, then
+ * SIGCONT (so a stopped child can act on it); up to @grace_ns for it to
+ * exit; then SIGKILL; then it is reaped, its real status stored, and the
+ * call returns ECANCELED (token; wins when both are seen together) or
+ * ETIMEDOUT (@deadline). A child found already exited when the cancel or
+ * deadline is seen, before anything was sent, counts as exiting on its
+ * own (0). The grace is waited for in full even if the token is canceled
+ * during it (CANCEL_NEVER: SIGKILL is never sent; 0: SIGKILL right after
+ * SIGTERM). An already-canceled token or a past deadline stops a running
+ * child at once.
+ *
+ * When the child leads its own process group at that point
+ * (CANCEL_SPAWN_NEW_GROUP), SIGTERM and SIGCONT go to the whole group, and
+ * SIGKILL goes to the group as soon as the child has exited or the grace
+ * ran out, whichever comes first: group members still running after the
+ * child exits get no grace of their own, and do not make the wait hang
+ * (it waits for @pid only). A child that exits on its own is reaped and
+ * its group left alone; signaling that group afterwards yourself,
+ * kill(-pid, ...), has the usual caveat: once every member is gone, its
+ * number may name a new process's group.
+ *
+ * Where the kernel has pidfds (Linux 5.3), the wait is woken by the
+ * child's exit and signals go through pidfd_send_signal(), so a pid that
+ * was reaped or reused behind the call's back is never signaled.
+ * Otherwise it checks the child with waitpid(WNOHANG) at growing intervals
+ * (1 ms to 50 ms; a cancel still wakes it at once) and signals with
+ * kill(): then no other thread may reap @pid (waitpid(-1, ...)) meanwhile.
+ * Either way the group signals are sent before the child is reaped, when
+ * its number cannot have been reused. @status may be NULL.
+ *
+ * Returns: 0, ECANCELED, ETIMEDOUT (*@status set for these three);
+ * EINVAL for @pid <= 0 or a malformed deadline; ECHILD if @pid is not a
+ * child of this process, or SIGCHLD is ignored (SIG_IGN or SA_NOCLDWAIT:
+ * the kernel reaps children itself). errno is left alone; not a
+ * pthread cancellation point.
+ * Threads: any; one wait per child. The token's source may be destroyed as
+ * soon as the call has started its grace: the grace never looks at it.
+ * Blocks: yes, until the child is reaped (after a SIGKILL, as long as the
+ * kernel takes to end it).
+ */
+CANCEL_API int cancel_process_wait(pid_t pid, int *status, uint64_t grace_ns,
+                                   const struct timespec *deadline,
+                                   cancel_token tok);
 
 #ifdef __cplusplus
 }

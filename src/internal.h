@@ -248,6 +248,17 @@ CANCEL_HIDDEN long cancel__test_alloc_count(void);
  */
 CANCEL_HIDDEN void cancel__group_test_fail_create(long k);
 CANCEL_HIDDEN void cancel__group_test_no_reuse(bool on);
+/* process.c: child processes                                         */
+/* ------------------------------------------------------------------ */
+
+/*
+ * pidfd_open(@pid, 0) into *@fd (close-on-exec; -1 on failure): 0 or its
+ * error, ENOSYS where the kernel or the build lacks it. Every pidfd the
+ * library opens comes from here, so the test hook below reaches them all.
+ */
+CANCEL_HIDDEN int cancel__pidfd_open(pid_t pid, int *fd);
+/* Test hook: while @on, cancel__pidfd_open() fails with ENOSYS. */
+CANCEL_HIDDEN void cancel__test_pidfd_enosys(bool on);
 
 /* Save and restore errno around a public call. */
 #define CANCEL_ERRNO_SAVE() int cancel__saved_errno_ = errno

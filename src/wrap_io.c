@@ -34,7 +34,6 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -594,16 +593,13 @@ cancel_waitpid(pid_t pid, int *status, const struct timespec *deadline,
 	rc = reap_nohang(pid, status);
 	if (rc != EAGAIN)
 		goto out;
-#ifdef SYS_pidfd_open
 	/* Close-on-exec is always set on a pidfd (pidfd_open(2)). */
-	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (pidfd < 0 && errno != ENOSYS) {
-		rc = errno;
+	rc = cancel__pidfd_open(pid, &pidfd);
+	if (rc != 0 && rc != ENOSYS) {
 		if (rc == ESRCH) /* reaped by someone else meanwhile */
 			rc = reap_nohang(pid, status);
 		goto out;
 	}
-#endif
 	if (pidfd < 0) {
 		rc = waitpid_backoff(pid, status, dl_ns, tok);
 		goto out;

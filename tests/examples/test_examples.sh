@@ -5,7 +5,10 @@
 #   test_examples.sh CASE BINDIR WORKDIR
 #
 # CASE: server_disconnect server_shutdown server_deadline report_timeout
-#       report_sigint report_done. BINDIR holds server, client and report.
+#       report_sigint report_done, and for run_with_timeout (each compared
+#       with coreutils timeout -k when it is installed): timeout_sleep
+#       timeout_trap_term timeout_ignore_term timeout_pipeline
+#       timeout_status timeout_sigint. BINDIR holds the example programs.
 # Time bounds are generous on the failing side (the machine is shared).
 set -euo pipefail
 # ThreadSanitizer sleeps 1 s at exit while threads (libcancel's own) run;
@@ -19,7 +22,7 @@ cd "$work"
 
 fail() {
 	echo "FAIL ($case_): $*" >&2
-	for f in server.err server.out report.out; do
+	for f in server.err server.out report.out ours.out coreutils.out; do
 		[[ -f $f ]] && { echo "--- $f"; cat "$f"; } >&2
 	done
 	exit 1
@@ -66,6 +69,54 @@ stop_server() {
 # field_ms LINE WORD: the number before " ms after WORD" in LINE.
 ms_before() { sed -nE "s/.* ([0-9]+(\.[0-9]+)?) ms after $2.*/\1/p" <<<"$1"; }
 below() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "" && a < b) }'; }
+
+
+# run_with_timeout cases: a sleep no other test uses, so leftovers are ours.
+naptime=30.$$
+# leftover: a "sleep $naptime" still runs (zombies have no cmdline).
+leftover() {
+	local f a b
+	for f in /proc/[0-9]*/cmdline; do
+		a= b=
+		{ IFS= read -r -d '' a && IFS= read -r -d '' b; } \
+			<"$f" 2>/dev/null || true
+		[[ $a == sleep && $b == "$naptime" ]] && return 0
+	done
+	return 1
+}
+no_leftover() {
+	local end=$(($(now_ms) + 2000))
+	while leftover; do
+		(($(now_ms) < end)) || fail "$1 left a 'sleep $naptime' running"
+		sleep 0.02
+	done
+}
+# one WHO EXPECT MIN_MS MAX_MS CMD...: run CMD, check its exit status and
+# duration, and that nothing it started is still running.
+one() {
+	local who=$1 exp=$2 lo=$3 hi=$4 t0 rc=0
+	shift 4
+	t0=$(now_ms)
+	"$@" >"$who.out" 2>&1 || rc=$?
+	took=$(($(now_ms) - t0))
+	((rc == exp)) || fail "$who exited $rc, want $exp"
+	((took >= lo && took < hi)) || fail "$who took $took ms, want $lo-$hi"
+	no_leftover "$who"
+	echo "ok: $who: exit $rc after $took ms"
+}
+# both EXPECT MIN_MS MAX_MS GRACE DURATION CMD...: run_with_timeout, then
+# coreutils timeout -k GRACE on the same command, same expectations.
+both() {
+	local exp=$1 lo=$2 hi=$3 grace=$4 dur=$5
+	shift 5
+	one ours "$exp" "$lo" "$hi" "$bin/run_with_timeout" --grace "$grace" \
+		"$dur" -- "$@"
+	if command -v timeout >/dev/null; then
+		one coreutils "$exp" "$lo" "$hi" timeout -k "$grace" "$dur" "$@"
+	else
+		echo "(coreutils timeout not installed: not compared)"
+	fi
+}
 
 case $case_ in
 server_disconnect)
@@ -197,6 +248,57 @@ report_done)
 	[[ $(ls -A | sort | tr '\n' ' ') == "report.out sales.txt " ]] ||
 		fail "stray files: $(ls -A)"
 	echo "ok: report written, no temporary file left"
+	;;
+timeout_sleep)
+	# SIGTERM ends it at the deadline: 124.
+	both 124 400 2500 5 0.5 sleep "$naptime"
+	;;
+timeout_trap_term)
+	# The shell traps TERM and exits 3 itself: still 124 (timed out).
+	both 124 400 2500 5 0.5 \
+		sh -c "trap 'echo got TERM; exit 3' TERM; sleep $naptime & wait"
+	grep -qx 'got TERM' ours.out || fail "trap did not run: $(cat ours.out)"
+	[[ ! -f coreutils.out ]] || cmp -s ours.out coreutils.out ||
+		fail "output differs from coreutils timeout"
+	;;
+timeout_ignore_term)
+	# TERM ignored by the shell and its sleep: SIGKILL after the 1 s
+	# grace, exit 137 (128 + SIGKILL) as coreutils does.
+	both 137 1400 4000 1 0.5 sh -c "trap '' TERM; sleep $naptime"
+	;;
+timeout_pipeline)
+	# The whole group goes: sh, sleep and cat.
+	both 124 400 2500 5 0.5 sh -c "sleep $naptime | cat"
+	;;
+timeout_status)
+	# No timeout: the child's own status, 128 + N for a signal.
+	both 3 0 2000 5 10 sh -c 'exit 3'
+	both 143 0 2000 5 10 sh -c 'kill -TERM $$'
+	both 127 0 2000 5 10 no-such-command-$$
+	touch noexec
+	both 126 0 2000 5 10 ./noexec
+	;;
+timeout_sigint)
+	# Ctrl-C: the child leads its own group and does not get it; the
+	# tool forwards it as a cancel (SIGTERM to the group) and exits 130.
+	"$bin/run_with_timeout" 20 -- \
+		sh -c "echo started; sleep $naptime | cat" >ours.out 2>&1 &
+	pid=$!
+	wait_for ours.out '^started$' 5
+	end=$(($(now_ms) + 5000))
+	until leftover; do
+		(($(now_ms) < end)) || fail "the pipeline's sleep never started"
+		sleep 0.02
+	done
+	t0=$(now_ms)
+	kill -INT "$pid"
+	rc=0
+	wait "$pid" || rc=$?
+	took=$(($(now_ms) - t0))
+	((rc == 130)) || fail "exit $rc after SIGINT, want 130"
+	((took < 2000)) || fail "stopped $took ms after SIGINT"
+	no_leftover ours
+	echo "ok: exit 130, $took ms after SIGINT, nothing left running"
 	;;
 *)
 	fail "unknown case"
