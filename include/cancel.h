@@ -641,9 +641,8 @@ CANCEL_API bool cancel_source_cancel_with_cause(struct cancel_source *src,
  * errno preserved, same rules.
  * Threads: any, including signal handlers; not racing destroy of @src.
  */
-CANCEL_API bool
-cancel_source_cancel_from_signal_with_cause(struct cancel_source *src,
-                                            int reason, const char *msg);
+CANCEL_API bool cancel_source_cancel_from_signal_with_cause(
+    struct cancel_source *src, int reason, const char *msg);
 
 /*
  * Once @tok reads canceled, fill *@cause and return true; before, return
