@@ -86,6 +86,10 @@
  *     destroy() from inside a callback returns EBUSY while another thread
  *     waits in unregister() for that callback.
  *   - register() with a NULL @cb or @fn returns false and runs nothing.
+ *   - Causes (1.1): struct cancel_source grew from 168 to 192 bytes (the
+ *     1.0 bound) to hold the winning cancel's message, origin and time.
+ *     Every cancel that wins reads CLOCK_MONOTONIC once for the cause's
+ *     time (a linked child copies its parent's, so a chain reads it once).
  *   - Portable ("pthread") wait backend only: cancel_source_cancel_from_signal()
  *     cannot wake threads blocked in cancel_wait()/cancel_sleep() from
  *     inside the handler (no async-signal-safe condvar exists); the library
@@ -107,8 +111,14 @@
  *                                      same source (destroy waits for a
  *                                      finishing cancel, and returns EBUSY
  *                                      if a thread is already blocked on it)
- *   cancel_from_signal                 anything except destroy of that
- *                                      source, from a signal handler
+ *   cancel_from_signal,                anything except destroy of that
+ *   cancel_from_signal_with_cause      source, from a signal handler
+ *   cancel_with_cause                  as cancel
+ *   cancel_token_cause                 as the token queries (not from a
+ *                                      signal handler)
+ *   cancel_on_signal,                  each other (serialized); the
+ *   cancel_signal_restore              handler; after restore returns,
+ *                                      destroy of the old target
  *
  * fork(): in the child, use sources created after the fork; an inherited
  * source may only be initialized again (its fd is abandoned; it is
@@ -336,8 +346,8 @@ CANCEL_API bool cancel_source_cancel_with(struct cancel_source *src,
 
 /*
  * Arm (or re-arm, replacing) a deadline @ns nanoseconds from now: at the
- * deadline @src is canceled with reason ETIMEDOUT, its callbacks running on
- * the library thread. CANCEL_NEVER disarms. Arming never allocates.
+ * deadline @src is canceled with reason ETIMEDOUT (cause message "deadline
+ * passed"), its callbacks running on the library thread. CANCEL_NEVER disarms. Arming never allocates.
  *
  * The library thread runs every source's callbacks in turn, so a slow
  * callback delays other sources' deadlines by at most its own run time.
@@ -380,10 +390,12 @@ CANCEL_API int cancel_signal_prepare(void);
 
 /*
  * Prepare, then install a handler for @signo (with SA_RESTART, other
- * signals not masked) that cancels @src with reason EINTR. A second call
- * for the same @signo retargets it; the previous disposition is not
- * chained. Do not destroy @src while the handler is installed: restore the
- * disposition (sigaction) first.
+ * signals not masked) that cancels @src with reason EINTR and the signal's
+ * name as the cause's message ("SIGINT"). A second call for the same
+ * @signo retargets it; the previous disposition is not chained, but the
+ * one found by the first call is kept for cancel_signal_restore(). Do not
+ * destroy @src while the handler is installed: cancel_signal_restore()
+ * first.
  *
  * Returns: 0; EINVAL for a bad @signo (or SIGKILL/SIGSTOP) or NULL @src;
  * EAGAIN if the library thread cannot be started.
