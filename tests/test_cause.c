@@ -410,12 +410,14 @@ struct waiter {
 	int rc;
 };
 
+/* Waits in cancel_poll (poll: ThreadSanitizer delivers signals to a
+ * thread blocked there; a raw futex wait would defer them forever). */
 static void *
 wait_on(void *arg)
 {
 	struct waiter *w = arg;
 	tu_signal(&w->ready);
-	w->rc = cancel_wait(NULL, cancel_source_token(w->src));
+	w->rc = cancel_poll(NULL, 0, NULL, cancel_source_token(w->src));
 	return NULL;
 }
 
