@@ -394,12 +394,13 @@ CANCEL_API int cancel_signal_prepare(void);
  * name as the cause's message ("SIGINT"). A second call for the same
  * @signo retargets it; the previous disposition is not chained, but the
  * one found by the first call is kept for cancel_signal_restore(). Do not
- * destroy @src while the handler is installed: cancel_signal_restore()
- * first.
+ * destroy @src while the handler targets it: cancel_signal_restore() (or
+ * retarget) first; both wait for handler runs already using it.
  *
  * Returns: 0; EINVAL for a bad @signo (or SIGKILL/SIGSTOP) or NULL @src;
  * EAGAIN if the library thread cannot be started.
- * Threads: any. Blocks: no.
+ * Threads: any, not from a signal handler. Blocks: a retarget waits for
+ * handler runs already using the old source.
  */
 CANCEL_API int cancel_source_cancel_on_signal(struct cancel_source *src,
                                               int signo);

@@ -134,6 +134,20 @@ on_signal(int signo)
 	fetch_sub_release(&sl->inflight, 1u);
 }
 
+/*
+ * After a seq_cst store of @sl's target: wait until no handler run that
+ * may have read the previous target is left (see cancel_signal_restore).
+ */
+static void
+wait_handlers(struct sig_slot *sl)
+{
+	unsigned spins = 0;
+	/* Seq_cst (so also acquire): pairs with the handler's increment
+	 * (Dekker, see on_signal) and its release decrement. */
+	while (ld_seq(&sl->inflight) != 0)
+		cancel__backoff(&spins);
+}
+
 static void
 sig_atfork_prepare(void)
 {
@@ -158,7 +172,8 @@ sig_register_atfork(void)
  * (SA_RESTART, nothing masked during the handler). The action found at the
  * first install is saved for cancel_signal_restore(), never chained. A
  * second call for the same signal retargets it: the slot's target is
- * swapped and the same action installed again.
+ * swapped, the same action installed again, and handler runs that may
+ * still use the old target are waited for, so it may be destroyed.
  */
 int
 cancel_source_cancel_on_signal(struct cancel_source *src, int signo)
@@ -194,6 +209,10 @@ cancel_source_cancel_on_signal(struct cancel_source *src, int signo)
 	} else {
 		sl->installed = true;
 		rc = 0;
+		/* A retarget: handler runs that may still use the old
+		 * target end before we return, as in restore. */
+		if (prev != NULL && prev != src)
+			wait_handlers(sl);
 	}
 	pthread_mutex_unlock(&sig_mu);
 out:
@@ -231,10 +250,7 @@ cancel_signal_restore(int signo)
 	}
 	sl->installed = false;
 	st_seq(&sl->target, NULL);
-	unsigned spins = 0;
-	/* Acquire pairs with the handler's release decrement. */
-	while (ld_seq(&sl->inflight) != 0)
-		cancel__backoff(&spins);
+	wait_handlers(sl);
 unlock:
 	pthread_mutex_unlock(&sig_mu);
 	CANCEL_ERRNO_RESTORE();
