@@ -89,7 +89,10 @@
  *   - Causes (1.1): struct cancel_source grew from 168 to 192 bytes (the
  *     1.0 bound) to hold the winning cancel's message, origin and time.
  *     Every cancel that wins reads CLOCK_MONOTONIC once for the cause's
- *     time (a linked child copies its parent's, so a chain reads it once).
+ *     time (a linked child copies its parent's, so a chain reads it once):
+ *     about 20 ns on the benchmark VM, the one cost causes add (a cancel
+ *     that finds its source already canceled, is_canceled, register,
+ *     unregister, init and destroy are unchanged).
  *   - Portable ("pthread") wait backend only: cancel_source_cancel_from_signal()
  *     cannot wake threads blocked in cancel_wait()/cancel_sleep() from
  *     inside the handler (no async-signal-safe condvar exists); the library
