@@ -350,7 +350,8 @@ CANCEL_API bool cancel_source_cancel_with(struct cancel_source *src,
 /*
  * Arm (or re-arm, replacing) a deadline @ns nanoseconds from now: at the
  * deadline @src is canceled with reason ETIMEDOUT (cause message "deadline
- * passed"), its callbacks running on the library thread. CANCEL_NEVER disarms. Arming never allocates.
+ * passed"), its callbacks running on the library thread. CANCEL_NEVER
+ * disarms. Arming never allocates.
  *
  * The library thread runs every source's callbacks in turn, so a slow
  * callback delays other sources' deadlines by at most its own run time.

@@ -167,7 +167,7 @@ report_one(FILE *out, struct cancel_source *src, void *where, uint64_t now)
 	for (struct cancel_callback *cb = src->head_; cb != NULL;
 	     cb = cb->next_) {
 		if (ld_relaxed(&cb->state_) & CB_KEEP_SRC)
-			continue; /* a linked child's link: the child is listed */
+			continue; /* a child's link: the child is listed */
 		/* A function pointer printed as an address: cast through
 		 * uintptr_t, which ISO C allows on this platform. */
 		fprintf(out, "libcancel: leak:   callback %p fn %p arg %p\n",

@@ -92,8 +92,8 @@ cancel_source_token(struct cancel_source *src)
  * means "not published yet" (init and the all-zero initializer clear it;
  * a published origin is never NULL). A reader that has seen CANCELED
  * (which carries the winner's reason) waits for the origin with acquire
- * loads (cause_wait), then reads the rest, so reason, message, origin and
- * time all come from that one winner and are never mixed.
+ * loads (cancel__cause_get), then reads the rest, so reason, message,
+ * origin and time all come from that one winner and are never mixed.
  *
  * Why waiting is short: the winner reads the clock (and, for a linked
  * child, the parent's cause) BEFORE its CAS, so between the CAS and the
@@ -139,9 +139,9 @@ cancel__begin(struct cancel_source *src, int reason, bool from_signal,
 	uint64_t s = ld_relaxed(&src->state_);
 	if (s & CANCEL__S_CANCELED)
 		return false;
-	/* The cause is gathered before the CAS: see cancel__cause_publish. A linked
-	 * child takes its canceled parent's (published before the parent
-	 * ran the callback that calls us). */
+	/* The cause is gathered before the CAS (see cancel__cause_publish).
+	 * A linked child takes its canceled parent's, published before the
+	 * parent ran the callback that calls us. */
 	struct cancel__cause c;
 	if (parent != NULL) {
 		cancel__cause_get(parent, &c);

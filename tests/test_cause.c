@@ -773,7 +773,8 @@ main(int argc, char **argv)
 	    cmocka_unit_test(middle_cancel_is_origin_below_and_root_keeps_none),
 	    cmocka_unit_test(child_of_canceled_parent_inherits_cause_at_init),
 	    cmocka_unit_test(timer_gives_deadline_passed_when_it_fired),
-	    cmocka_unit_test(source_canceled_before_deadline_keeps_its_own_cause),
+	    cmocka_unit_test(
+	        source_canceled_before_deadline_keeps_its_own_cause),
 	    cmocka_unit_test(
 	        linked_child_of_timed_out_parent_says_deadline_passed),
 	    cmocka_unit_test(on_signal_cause_names_the_signal),
