@@ -194,7 +194,8 @@ run_stop(struct stop *s, uint64_t *to_members, uint64_t *to_wait)
 	if (cancel_group_wait(&s->g, NULL) != EIO)
 		abort();
 	uint64_t waited = now_ns();
-	cancel_group_destroy(&s->g);
+	if (cancel_group_destroy(&s->g) != 0)
+		abort();
 	uint64_t last = s->failed_ns;
 	for (int i = 0; i < NSIB; i++)
 		if (s->returned_ns[i] > last)

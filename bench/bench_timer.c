@@ -153,8 +153,7 @@ timer_sample(struct fire *f, uint64_t deadline, uint64_t *late)
 		rc = pthread_cond_timedwait(&f->cv, &f->mu, &lim);
 	pthread_mutex_unlock(&f->mu);
 	cancel_callback_unregister(&cb);
-	cancel_source_destroy(&s);
-	if (!f->done)
+	if (cancel_source_destroy(&s) != 0 || !f->done)
 		return -1;
 	*late = f->at - deadline;
 	return 0;
@@ -210,10 +209,15 @@ main(int argc, char **argv)
 	}
 	double crowded = arm_disarm_ns(&src);
 	double rearm_crowded = rearm_ns(&src);
+	int busy = 0;
 	for (size_t i = 0; i < OTHERS; i++)
-		cancel_source_destroy(&others[i]);
+		busy |= cancel_source_destroy(&others[i]);
 	free(others);
-	cancel_source_destroy(&src);
+	busy |= cancel_source_destroy(&src);
+	if (busy != 0) {
+		fprintf(stderr, "bench_timer: destroy failed\n");
+		return 1;
+	}
 
 	printf("timer arm/disarm (median of %d runs x %d ops)\n", RUNS, OPS);
 	printf("  %-44s %8.1f ns\n", "arm+disarm, no other timer", alone);

@@ -247,7 +247,8 @@ bench_latency(int samples)
 			lat[kind][i] = t1 - t0;
 			if (kind == K_LIB) {
 				cancel_watch_stop(&w);
-				cancel_source_destroy(&src);
+				if (cancel_source_destroy(&src) != 0)
+					abort();
 			} else {
 				epoll_ctl(ep, EPOLL_CTL_DEL, sv[0], NULL);
 			}
@@ -323,7 +324,8 @@ bench_pair(void)
 				(do_lib ? lib : raw)[r] = dt;
 		}
 	}
-	cancel_source_destroy(&src);
+	if (cancel_source_destroy(&src) != 0)
+		abort();
 	close(ep);
 	close(sv[0]);
 	close(sv[1]);
@@ -596,7 +598,8 @@ bench_scale(int n, int burst)
 	for (int i = 0; i < n; i++) {
 		cancel_watch_stop(&w[i]);
 		cancel_callback_unregister(&cb[i]);
-		cancel_source_destroy(&src[i]);
+		if (cancel_source_destroy(&src[i]) != 0)
+			abort();
 		close(fds[i]);
 	}
 	printf("\n   stop + destroy + close all: %.1f ms\n",

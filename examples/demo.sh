@@ -155,7 +155,7 @@ stamp "fanout exited $fan_rc"
 # The numbers, from the logs.
 log=$tmp/server.log
 gone=$(sed -nE 's/.*\(client disconnected\) ([0-9.]+) ms after.*/\1/p' "$log")
-id=$(sed -nE 's/^req ([0-9]+) .*canceled \(client disconnected\).*/\1/p' "$log")
+id=$(sed -nE 's/^req ([0-9]+) .*canceled by the request \(client disconnected\).*/\1/p' "$log")
 inv=$(grep -c "^inventory: req ${id:-0} hung up" "$log" || true)
 rstop=$(sed -nE 's/.*stopped ([0-9.]+) ms after the req.*/\1/p' "$tmp/report.txt")
 if ((left == 0)); then files="no partial file"; else files="$left file(s)"; fi

@@ -137,8 +137,10 @@ handle(const char *title, uint64_t db_ms, const char *upstream_reply,
 
 	if (client_goes)
 		pthread_join(watcher, NULL);
-	cancel_group_destroy(&g);
-	cancel_source_destroy(&client);
+	/* Members joined, nothing registered: both succeed. */
+	if (cancel_group_destroy(&g) != 0 ||
+	    cancel_source_destroy(&client) != 0)
+		return 1;
 	pthread_cond_destroy(&r.cv);
 	pthread_mutex_destroy(&r.mu);
 	close(fds[0]);

@@ -8,8 +8,9 @@
  * token every CHECK_EVERY items (one load), and the result is written to a
  * temporary file that is renamed into place only when everything is done.
  * Canceled for any reason, it removes the temporary file (nothing
- * half-written is left behind), says why it stopped and how fast, and
- * exits 130 (interrupted) or 124 (timed out, like timeout(1)).
+ * half-written is left behind), says why it stopped and how fast (the
+ * token's cause names the signal or the deadline and says when the cancel
+ * came), and exits 130 (interrupted) or 124 (timed out, like timeout(1)).
  *
  * usage: report [--items N] [--item-us N] [--fetch-ms N]
  *               [--timeout SECONDS] [--out PATH]
@@ -19,7 +20,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +28,6 @@
 #define CHECK_EVERY 10		/* items between two looks at the token */
 
 static struct cancel_source run = CANCEL_SOURCE_INITIALIZER;
-static atomic_uint_fast64_t requested_ns;	/* when the cancel came */
 
 static uint64_t
 now_ns(void)
@@ -43,14 +42,6 @@ static double
 ms(uint64_t from, uint64_t to)
 {
 	return to > from ? (double)(to - from) / 1e6 : 0.0;
-}
-
-/* Callback: runs once, on whichever thread cancels. Note the time. */
-static void
-note_request(void *arg)
-{
-	(void)arg;
-	atomic_store(&requested_ns, now_ns());
 }
 
 /* A bar that redraws itself on a terminal, a line per 10% otherwise. */
@@ -152,7 +143,6 @@ main(int argc, char **argv)
 
 	/* Everything that may stop this run cancels the one source. */
 	cancel_token tok = cancel_source_token(&run);
-	struct cancel_callback cb = CANCEL_CALLBACK_INITIALIZER;
 	int rc = cancel_source_cancel_on_signal(&run, SIGINT);
 	if (rc == 0)
 		rc = cancel_source_cancel_on_signal(&run, SIGTERM);
@@ -163,7 +153,6 @@ main(int argc, char **argv)
 		fprintf(stderr, "report: cannot set up: %s\n", strerror(rc));
 		return 1;
 	}
-	cancel_callback_register(&cb, note_request, NULL, tok);
 
 	/* Write next to the target, rename at the end. */
 	char tmp[PATH_MAX];
@@ -188,11 +177,14 @@ main(int argc, char **argv)
 	if (rc != 0)
 		unlink(tmp);
 
-	/* true: the callback never ran (this run noticed the cancel before
-	 * it got to run, or nothing canceled); false: it has run. */
-	uint64_t requested = cancel_callback_unregister(&cb) ?
-	                     stop : atomic_load(&requested_ns);
-	int why = cancel_token_reason(tok), code = 1;
+	/* Why and when: "SIGINT"/"SIGTERM" with EINTR, or the library's
+	 * "deadline passed" with ETIMEDOUT, and the monotonic time of the
+	 * cancel itself, however long the run took to notice. */
+	struct cancel_cause cause = { 0 };
+	cancel_token_cause(tok, &cause);
+	uint64_t requested = (uint64_t)cause.when.tv_sec * 1000000000u +
+	                     (uint64_t)cause.when.tv_nsec;
+	int code = 1;
 	if (rc == 0) {
 		printf("finished: %ld items in %.0f ms -> %s\n", items,
 		       ms(start, stop), out);
@@ -200,19 +192,24 @@ main(int argc, char **argv)
 	} else if (rc == ECANCELED) {
 		if (isatty(STDOUT_FILENO))
 			putchar('\n');
-		printf("canceled: %s after %.0f ms; stopped %.1f ms after the "
-		       "request; removed partial file\n",
-		       why == ETIMEDOUT ? "timed out (ETIMEDOUT)" :
-		       "interrupted (EINTR)", ms(start, stop),
-		       ms(requested, stop));
-		code = why == ETIMEDOUT ? 124 : 130;
+		bool timed_out = cause.reason == ETIMEDOUT;
+		printf("canceled: %s (%s) after %.0f ms; stopped %.1f ms "
+		       "after the request; removed partial file\n",
+		       timed_out ? "timed out" : "interrupted",
+		       cause.msg != NULL ? cause.msg : strerror(cause.reason),
+		       ms(start, stop), ms(requested, stop));
+		code = timed_out ? 124 : 130;
 	} else {
 		fprintf(stderr, "report: %s\n", strerror(rc));
 	}
 
-	/* The handlers point at `run`: restore them before destroying it. */
-	signal(SIGINT, SIG_DFL);
-	signal(SIGTERM, SIG_DFL);
-	cancel_source_destroy(&run);
+	/* The handlers point at `run`: put the old dispositions back
+	 * before destroying it. */
+	if (cancel_signal_restore(SIGINT) != 0 ||
+	    cancel_signal_restore(SIGTERM) != 0 ||
+	    cancel_source_destroy(&run) != 0) {
+		fprintf(stderr, "report: cannot clean up\n");
+		return 1;
+	}
 	return code;
 }

@@ -21,7 +21,10 @@
  * of the layers that hold something release it at once: the database
  * connection goes back to the pool, the inventory socket is hung up (and
  * the inventory service, seeing that, stops looking too). One line per
- * request on stderr says how it ended and how fast the work stopped.
+ * request on stderr says how it ended: the token's cause tells which
+ * source the cancel started at (the request itself or the shutdown), why
+ * ("client disconnected", "deadline passed", "SIGTERM") and when, so the
+ * line also says how fast the work stopped after that.
  *
  * usage: server [--port N]        (0, the default: any free port)
  */
@@ -315,7 +318,6 @@ struct request {
 	struct cancel_source gone;	/* canceled when the client leaves */
 	struct cancel_callback left;	/* on gone: cancels src */
 	struct cancel_watch watch;	/* cancels gone on a hang-up */
-	atomic_uint_fast64_t left_ns;	/* when the client was seen leaving */
 };
 
 /* Callback (on libcancel's thread): the hang-up watch saw the client
@@ -326,8 +328,8 @@ client_left(void *arg)
 {
 	struct request *r = arg;
 
-	atomic_store(&r->left_ns, now_ns());
-	cancel_source_cancel_with(&r->src, ECONNRESET);
+	cancel_source_cancel_with_cause(&r->src, ECONNRESET,
+	                                "client disconnected");
 }
 
 static void
@@ -388,29 +390,36 @@ controller_sales_report(int id, int fd, const char *target, int seconds,
 		say("req %d GET %s: completed in %.0f ms", id, target,
 		    ms(start, end));
 	} else if (!cancel_token_is_canceled(tok)) {
-		reply(fd, "502 Bad Gateway", strerror(rc));
+		/* A wait's own deadline ran out (the inventory's): a
+		 * timeout too. */
+		reply(fd, rc == ETIMEDOUT ? "504 Gateway Timeout" :
+		          "502 Bad Gateway", strerror(rc));
 		say("req %d GET %s: failed: %s", id, target, strerror(rc));
-	} else if (cancel_token_reason(tok) == ECONNRESET) {
-		atomic_fetch_add(&n_canceled, 1);
-		say("req %d GET %s: canceled (client disconnected) %.1f ms "
-		    "after the client left; released: %s", id, target,
-		    ms(atomic_load(&r.left_ns), end), released);
-	} else if (cancel_token_reason(tok) == ETIMEDOUT) {
-		reply(fd, "504 Gateway Timeout", "deadline passed\n");
-		atomic_fetch_add(&n_canceled, 1);
-		say("req %d GET %s: canceled (deadline of %ld ms) %.1f ms "
-		    "after the deadline; released: %s", id, target,
-		    deadline_ms, ms(start + (uint64_t)deadline_ms * MS, end),
-		    released);
 	} else {
-		reply(fd, "503 Service Unavailable", "shutting down\n");
+		/* Canceled: by whom, why and when. The reason picks the
+		 * answer; a timeout answers 504 whether it is this source's
+		 * deadline (the waits return ECANCELED, the reason is
+		 * ETIMEDOUT) or a wait's own (rc ETIMEDOUT, above). */
+		struct cancel_cause c;
+		cancel_token_cause(tok, &c);
+		if (c.reason == ETIMEDOUT)
+			reply(fd, "504 Gateway Timeout", "deadline passed\n");
+		else if (c.reason != ECONNRESET)
+			reply(fd, "503 Service Unavailable", "shutting down\n");
 		atomic_fetch_add(&n_canceled, 1);
-		say("req %d GET %s: canceled (server shutting down) after "
-		    "%.0f ms; released: %s", id, target, ms(start, end),
-		    released);
+		uint64_t when = (uint64_t)c.when.tv_sec * 1000000000u +
+		                (uint64_t)c.when.tv_nsec;
+		say("req %d GET %s: canceled by %s (%s) %.1f ms after it was "
+		    "requested; released: %s", id, target,
+		    c.origin == &shutdown_src ? "shutdown" :
+		    c.origin == &r.src ? "the request" : "?",
+		    c.msg != NULL ? c.msg : strerror(c.reason),
+		    ms(when, end), released);
 	}
-	cancel_source_destroy(&r.gone);
-	cancel_source_destroy(&r.src);
+	/* Children first; neither can be busy any more. */
+	if (cancel_source_destroy(&r.gone) != 0 ||
+	    cancel_source_destroy(&r.src) != 0)
+		say("req %d: cannot destroy its sources", id);
 }
 
 /* ---------------- HTTP: read a request, route it */
@@ -614,5 +623,8 @@ main(int argc, char **argv)
 	say("shutdown: %d requests: %d completed, %d canceled",
 	    atomic_load(&n_requests), atomic_load(&n_completed),
 	    atomic_load(&n_canceled));
+	/* Give the signals their old dispositions back. */
+	cancel_signal_restore(SIGINT);
+	cancel_signal_restore(SIGTERM);
 	return 0;
 }

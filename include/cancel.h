@@ -92,6 +92,13 @@
  *     destroy() from inside a callback returns EBUSY while another thread
  *     waits in unregister() for that callback.
  *   - register() with a NULL @cb or @fn returns false and runs nothing.
+ *   - Causes (1.1): struct cancel_source grew from 168 to 192 bytes (the
+ *     1.0 bound) to hold the winning cancel's message, origin and time.
+ *     Every cancel that wins reads CLOCK_MONOTONIC once for the cause's
+ *     time (a linked child copies its parent's, so a chain reads it once):
+ *     about 20 ns on the benchmark VM, the one cost causes add (a cancel
+ *     that finds its source already canceled, is_canceled, register,
+ *     unregister, init and destroy are unchanged).
  *   - Portable ("pthread") wait backend only: cancel_source_cancel_from_signal()
  *     cannot wake threads blocked in cancel_wait()/cancel_sleep() from
  *     inside the handler (no async-signal-safe condvar exists); the library
@@ -127,6 +134,14 @@
  *   watch_hangup, watch_stop           everything except init/destroy of
  *                                      the source; not two calls on the
  *                                      same watch at once
+ *   cancel_from_signal,                anything except destroy of that
+ *   cancel_from_signal_with_cause      source, from a signal handler
+ *   cancel_with_cause                  as cancel
+ *   cancel_token_cause                 as the token queries (not from a
+ *                                      signal handler)
+ *   cancel_on_signal,                  each other (serialized); the
+ *   cancel_signal_restore              handler; after restore returns,
+ *                                      destroy of the old target
  *
  * fork(): in the child, use sources created after the fork; an inherited
  * source may only be initialized again (its fd is abandoned; it is
@@ -181,6 +196,19 @@ extern "C" {
 /* Link propagation runs this many nested children inline (see above). */
 #define CANCEL_LINK_INLINE_DEPTH 8
 
+/*
+ * Marks calls whose result must not be ignored (destroy and the try_
+ * calls): ignoring it is how a source with an armed timer or registered
+ * callbacks gets freed while the library still points into it. Note that
+ * GCC warns even through a (void) cast: use the result. Empty where the
+ * compiler has no such attribute.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define CANCEL_MUST_USE __attribute__((warn_unused_result))
+#else
+#define CANCEL_MUST_USE
+#endif
+
 struct cancel_source;
 
 /* The function a registered callback runs; @arg is the registered one. */
@@ -227,6 +255,11 @@ struct cancel_source {
 	struct cancel_callback link_;
 	struct cancel_callback *current_;
 	void *owner_;
+	/* 1.1: the cause, written once by the cancel that won (see
+	 * cancel_token_cause()). The source grew from 168 to 192 bytes. */
+	const char *cause_msg_;
+	const struct cancel_source *cause_origin_;
+	uint64_t cause_when_;
 };
 
 /*
@@ -305,6 +338,7 @@ CANCEL_API int cancel_source_init_linked(struct cancel_source *src,
  * their calls on @src (a cancel_cond_wait() leaves once it has its mutex
  * back: do not hold that mutex while destroying).
  */
+CANCEL_MUST_USE
 CANCEL_API int cancel_source_destroy(struct cancel_source *src);
 
 /*
@@ -336,8 +370,9 @@ CANCEL_API bool cancel_source_cancel_with(struct cancel_source *src,
 
 /*
  * Arm (or re-arm, replacing) a deadline @ns nanoseconds from now: at the
- * deadline @src is canceled with reason ETIMEDOUT, its callbacks running on
- * the library thread. CANCEL_NEVER disarms. Arming never allocates.
+ * deadline @src is canceled with reason ETIMEDOUT (cause message "deadline
+ * passed"), its callbacks running on the library thread. CANCEL_NEVER
+ * disarms. Arming never allocates.
  *
  * The library thread runs every source's callbacks in turn, so a slow
  * callback delays other sources' deadlines by at most its own run time.
@@ -380,14 +415,17 @@ CANCEL_API int cancel_signal_prepare(void);
 
 /*
  * Prepare, then install a handler for @signo (with SA_RESTART, other
- * signals not masked) that cancels @src with reason EINTR. A second call
- * for the same @signo retargets it; the previous disposition is not
- * chained. Do not destroy @src while the handler is installed: restore the
- * disposition (sigaction) first.
+ * signals not masked) that cancels @src with reason EINTR and the signal's
+ * name as the cause's message ("SIGINT"). A second call for the same
+ * @signo retargets it; the previous disposition is not chained, but the
+ * one found by the first call is kept for cancel_signal_restore(). Do not
+ * destroy @src while the handler targets it: cancel_signal_restore() (or
+ * retarget) first; both wait for handler runs already using it.
  *
  * Returns: 0; EINVAL for a bad @signo (or SIGKILL/SIGSTOP) or NULL @src;
  * EAGAIN if the library thread cannot be started.
- * Threads: any. Blocks: no.
+ * Threads: any, not from a signal handler. Blocks: a retarget waits for
+ * handler runs already using the old source.
  */
 CANCEL_API int cancel_source_cancel_on_signal(struct cancel_source *src,
                                               int signo);
@@ -461,6 +499,7 @@ CANCEL_API bool cancel_callback_register(struct cancel_callback *cb,
  * Returns: 0 when registered; ECANCELED (nothing registered) when @tok is
  * already canceled; EINVAL for NULL @cb or @fn.
  */
+CANCEL_MUST_USE
 CANCEL_API int cancel_callback_try_register(struct cancel_callback *cb,
                                             cancel_fn fn, void *arg,
                                             cancel_token tok);
@@ -491,6 +530,7 @@ CANCEL_API bool cancel_callback_unregister(struct cancel_callback *cb);
  * registered before).
  * Threads: any. Blocks: no.
  */
+CANCEL_MUST_USE
 CANCEL_API int cancel_callback_try_unregister(struct cancel_callback *cb);
 
 /* ------------------------------------------------------------------ */
@@ -664,6 +704,7 @@ CANCEL_API size_t cancel_queue_run(struct cancel_queue *q);
  * removed) or an unregister waits on it; EINVAL for NULL.
  * Threads: no other call on @q. Blocks: no.
  */
+CANCEL_MUST_USE
 CANCEL_API int cancel_queue_destroy(struct cancel_queue *q);
 
 /*
@@ -834,6 +875,7 @@ CANCEL_API int cancel_group_wait(struct cancel_group *g,
  * cancel_source_destroy()); EINVAL for NULL.
  * Threads: no other call on @g. Blocks: no.
  */
+CANCEL_MUST_USE
 CANCEL_API int cancel_group_destroy(struct cancel_group *g);
 /* Hang-up watches (contract 1.1)                                     */
 /* ------------------------------------------------------------------ */
@@ -1014,6 +1056,96 @@ CANCEL_API int cancel_process_spawn(pid_t *pid, const char *file,
 CANCEL_API int cancel_process_wait(pid_t pid, int *status, uint64_t grace_ns,
                                    const struct timespec *deadline,
                                    cancel_token tok);
+
+/* ------------------------------------------------------------------ */
+/* Causes and signals (1.1)                                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Why, where and when a token was canceled, for logs; code branches on the
+ * reason. The first cancel of a source wins its reason and its cause
+ * together: a reader never sees the reason of one cancel with the message,
+ * origin or time of another.
+ */
+struct cancel_cause {
+	int reason;                         /* as cancel_token_reason() */
+	const char *msg;                    /* static text, or NULL */
+	const struct cancel_source *origin; /* where the cancel started */
+	struct timespec when;               /* CLOCK_MONOTONIC */
+};
+
+/*
+ * Same as cancel_source_cancel_with() (0 or negative @reason: ECANCELED),
+ * recording @msg as the message of the cause. @msg is kept by pointer: a
+ * string literal or other storage that outlives every reader (NULL for
+ * none). The cause's origin is @src, its time now.
+ *
+ * The library's own cancels give causes too: a deadline (cancel_after,
+ * cancel_at) "deadline passed" with ETIMEDOUT; cancel_on_signal the
+ * signal's name ("SIGINT", "SIGTERM", "SIGRTMIN+2"...) with EINTR; a
+ * hang-up watch "peer hung up" with ECONNRESET. cancel_source_cancel(),
+ * cancel_with() and cancel_from_signal() give a NULL message.
+ *
+ * Returns: true only for the call that made the transition.
+ * Threads: any. Blocks: runs callbacks, as cancel_source_cancel().
+ */
+CANCEL_API bool cancel_source_cancel_with_cause(struct cancel_source *src,
+                                                int reason, const char *msg);
+
+/*
+ * cancel_source_cancel_from_signal() with a message: async-signal-safe,
+ * errno preserved, same rules.
+ * Threads: any, including signal handlers; not racing destroy of @src.
+ */
+CANCEL_API bool cancel_source_cancel_from_signal_with_cause(
+    struct cancel_source *src, int reason, const char *msg);
+
+/*
+ * Once @tok reads canceled, fill *@cause and return true; before, return
+ * false and store nothing (also for CANCEL_TOKEN_NONE). For a linked
+ * child canceled through a parent, origin is the ancestor where the cancel
+ * started (the source a cancel call, timer, watch or signal acted on) and
+ * when is the time of that cancel: compare origin with your own sources,
+ * never dereference it (it may have been destroyed since). when is
+ * CLOCK_MONOTONIC read by the cancel that won, just before it set the
+ * canceled state.
+ *
+ * Threads: any thread, not from a signal handler (a handler that
+ * interrupted a cancel of the same source between its state change and
+ * the publication of its cause, a few instructions, would wait for
+ * itself). Blocks: no (may spin for those few instructions).
+ */
+CANCEL_API bool cancel_token_cause(cancel_token tok,
+                                   struct cancel_cause *cause);
+
+/*
+ * Undo cancel_source_cancel_on_signal() for @signo: put back exactly the
+ * disposition that was in place before the first cancel_on_signal() for
+ * @signo (handler, flags and mask), and forget the target source. Before
+ * it returns it waits for handler runs of @signo that had already started
+ * on other threads, so afterwards the library's handler never touches the
+ * source again and it may be destroyed. Only the handler's own use of the
+ * source ends here: a cancel the handler made may still have callbacks to
+ * run on the library thread, which destroy() waits for.
+ *
+ * Returns: 0; EINVAL if no cancel_on_signal() handler is installed for
+ * @signo (never installed, or already restored) or @signo is out of range.
+ * Threads: any, not from a signal handler. Blocks: only while a handler
+ * run of @signo finishes on another thread.
+ */
+CANCEL_API int cancel_signal_restore(int signo);
+
+/*
+ * Leak report (environment variable CANCEL_DEBUG=leaks, read once at
+ * load): at exit the library prints to stderr every source initialized
+ * with cancel_source_init() or cancel_source_init_linked() and not
+ * destroyed, with the code address of the call that initialized it, its
+ * armed deadline and its registered callbacks (each callback's function
+ * address); nothing when every source was destroyed. Addresses resolve
+ * with addr2line or a debugger. Sources set up with
+ * CANCEL_SOURCE_INITIALIZER alone are not seen. Off (the default) it costs
+ * one predictable branch in init and destroy.
+ */
 
 #ifdef __cplusplus
 }

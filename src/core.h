@@ -238,6 +238,8 @@ core_unregister_fast(struct cancel_source *src, struct cancel_callback *cb)
  *                           heap (tflags_ IN_HEAP) or by the heap itself
  *   link_                   set by the link's registration; read only
  *                           for index < nlinks_
+ *   cause_msg_, cause_when_ set with the cause; read only once
+ *                           cause_origin_ (zeroed) is set
  * CANCEL_SOURCE_INITIALIZER zeroes them all, which is just as good.
  */
 static inline void
@@ -256,6 +258,9 @@ core_source_zero(struct cancel_source *src)
 	st_relaxed(&src->gen_, 0u);
 	st_relaxed(&src->current_, NULL);
 	st_relaxed(&src->owner_, NULL);
+	/* No cause published (source.c): cause_msg_ and cause_when_ are
+	 * read only once cause_origin_ is set. */
+	st_relaxed(&src->cause_origin_, NULL);
 }
 
 /* Register @cb on @src unless it is canceled: 0 or ECANCELED. */

@@ -117,10 +117,7 @@ classify(struct cancel_group *g, int rc, bool *won)
 		return 0;
 	if (rc == ECANCELED && cancel_token_is_canceled(group_token(g)))
 		return 0; /* stopped by the group's cancel: not a failure */
-	/* CAUSE: once causes exist, the next line becomes
-	 *   cancel_source_cancel_with_cause(&g->src_, rc,
-	 *                                   "group member failed") */
-	*won = cancel_source_cancel_with(&g->src_, rc); /* CAUSE */
+	*won = cancel__cancel_cause(&g->src_, rc, "group member failed");
 	return rc;
 }
 

@@ -87,15 +87,46 @@ cancel__state_word(struct cancel_source *src)
 /* ------------------------------------------------------------------ */
 
 /*
+ * A cancel's cause (public struct cancel_cause without the reason, which
+ * lives in the state word): see cancel__cause_publish in source.c.
+ */
+struct cancel__cause {
+	const char *msg;
+	const struct cancel_source *origin; /* never NULL once published */
+	uint64_t when;                      /* monotonic ns */
+};
+
+/*
  * Make the not-canceled -> canceled transition with @reason (> 0). Returns
  * true for the caller that made it; that caller then owns the finish and
  * must call cancel__finish() (or queue it). Wakes parked waiters and writes
  * the fd. Async-signal-safe when @from_signal (then it also sets SIGNAL,
  * wakes only what is signal-safe to wake, and queues the finish on the
  * library thread itself; the caller must not call cancel__finish()).
+ * The winner publishes the cause: with @parent NULL, @msg, origin @src and
+ * the time now; else a copy of canceled @parent's cause (linked children).
  */
 CANCEL_HIDDEN bool cancel__begin(struct cancel_source *src, int reason,
-                                 bool from_signal);
+                                 bool from_signal, const char *msg,
+                                 const struct cancel_source *parent);
+
+/*
+ * Cancel @src with @reason (<= 0: ECANCELED) and the message @msg (static
+ * storage or NULL), running its callbacks on this thread: the public
+ * cancel_with_cause for the library's own cancels (timer "deadline
+ * passed", hang-up watch "peer hung up", groups). True for the winner.
+ */
+CANCEL_HIDDEN bool cancel__cancel_cause(struct cancel_source *src, int reason,
+                                        const char *msg);
+
+/* Write @src's cause; the CAS winner only, or init_linked before @src is
+ * visible. The origin goes last, with a release store. */
+CANCEL_HIDDEN void cancel__cause_publish(struct cancel_source *src,
+                                         const struct cancel__cause *c);
+/* Read a canceled @src's cause, waiting the few instructions until its
+ * winner has published it. Not from a signal handler. */
+CANCEL_HIDDEN void cancel__cause_get(const struct cancel_source *src,
+                                     struct cancel__cause *c);
 
 /*
  * Run every registered callback (LIFO, one at a time, each exactly once),
@@ -248,6 +279,8 @@ CANCEL_HIDDEN long cancel__test_alloc_count(void);
  */
 CANCEL_HIDDEN void cancel__group_test_fail_create(long k);
 CANCEL_HIDDEN void cancel__group_test_no_reuse(bool on);
+
+/* ------------------------------------------------------------------ */
 /* process.c: child processes                                         */
 /* ------------------------------------------------------------------ */
 
@@ -259,6 +292,18 @@ CANCEL_HIDDEN void cancel__group_test_no_reuse(bool on);
 CANCEL_HIDDEN int cancel__pidfd_open(pid_t pid, int *fd);
 /* Test hook: while @on, cancel__pidfd_open() fails with ENOSYS. */
 CANCEL_HIDDEN void cancel__test_pidfd_enosys(bool on);
+
+/* ------------------------------------------------------------------ */
+/* debug.c: the CANCEL_DEBUG=leaks registry                           */
+/* ------------------------------------------------------------------ */
+
+/* Set once at load from CANCEL_DEBUG; never changes afterwards. */
+CANCEL_HIDDEN extern bool cancel__debug_leaks;
+/* Record @src as live, created at @where; returns @rc (tail call). */
+CANCEL_HIDDEN int cancel__debug_created(struct cancel_source *src,
+                                        void *where, int rc);
+/* Forget @src (destroyed); returns 0 (tail call). */
+CANCEL_HIDDEN int cancel__debug_destroyed(struct cancel_source *src);
 
 /* Save and restore errno around a public call. */
 #define CANCEL_ERRNO_SAVE() int cancel__saved_errno_ = errno

@@ -445,7 +445,7 @@ run_timers(void)
 		firing = s;
 		pthread_mutex_unlock(&lt_mu);
 
-		cancel_source_cancel_with(s, ETIMEDOUT);
+		cancel__cancel_cause(s, ETIMEDOUT, "deadline passed");
 		/* s may be freed now (a callback destroyed it): only its
 		 * address is compared below, never followed. */
 

@@ -28,7 +28,9 @@ link_fire(void *arg)
 	struct cancel_source *parent = cancel__tls.top->src;
 	/* Acquire pairs with cancel__begin's release on the parent. */
 	int reason = cancel__state_reason(ld_acquire(&parent->state_));
-	if (cancel__begin(child, reason, false))
+	/* The child inherits the parent's cause: origin and time of the
+	 * cancel where it started, however deep the chain. */
+	if (cancel__begin(child, reason, false, NULL, parent))
 		cancel__propagate(child);
 }
 
@@ -56,8 +58,11 @@ init_linked_slow(struct cancel_source *src, const cancel_token *parents,
 		uint64_t s = ld_acquire(&p->state_);
 		if (s & CANCEL__S_CANCELED) {
 			/* First canceled parent in array order: canceled at
-			 * once, linked to nobody. Nothing can observe src yet,
-			 * so a plain store is enough. */
+			 * once, linked to nobody, with its cause. Nothing can
+			 * observe src yet, so plain stores are enough. */
+			struct cancel__cause c;
+			cancel__cause_get(p, &c);
+			cancel__cause_publish(src, &c);
 			st_relaxed(&src->state_,
 			           CANCEL__S_CANCELED | CANCEL__S_DONE |
 			               ((uint64_t)(uint32_t)cancel__state_reason(s)
@@ -88,7 +93,7 @@ init_linked_slow(struct cancel_source *src, const cancel_token *parents,
 		                     CB_KEEP_SRC) != 0) {
 			/* The parent was canceled meanwhile: inherit. */
 			int reason = cancel__state_reason(ld_acquire(&p->state_));
-			if (cancel__begin(src, reason, false))
+			if (cancel__begin(src, reason, false, NULL, p))
 				cancel__finish(src);
 		}
 		j++;
@@ -112,12 +117,19 @@ cancel_source_init_linked(struct cancel_source *src,
 		core_source_zero(src);
 		src->nlinks_ = 1;
 		if (core_register_fast(p, &src->link_, link_fire, src,
-		                       CB_KEEP_SRC))
+		                       CB_KEEP_SRC)) {
+			if (__builtin_expect(cancel__debug_leaks, 0))
+				return cancel__debug_created(
+				    src, __builtin_return_address(0), 0);
 			return 0;
+		}
 	}
 	CANCEL_ERRNO_SAVE(); /* malloc sets errno on ENOMEM */
 	int rc = init_linked_slow(src, parents, n);
 	CANCEL_ERRNO_RESTORE();
+	if (__builtin_expect(cancel__debug_leaks, 0) && src != NULL)
+		return cancel__debug_created(src, __builtin_return_address(0),
+		                             rc);
 	return rc;
 }
 

@@ -59,11 +59,21 @@ cancel__lock_slow(struct cancel_source *src)
 	} while (xchg_acquire(&src->lock_, 1u) != 0);
 }
 
+/*
+ * The leak report's hook (CANCEL_DEBUG=leaks) is one load of a flag that
+ * never changes after load and a branch predicted not taken; the work is
+ * a tail call to debug.c, so neither init nor the fast destroy saves a
+ * register for it.
+ */
 void
 cancel_source_init(struct cancel_source *src)
 {
-	if (src != NULL)
+	if (src != NULL) {
 		core_source_zero(src);
+		if (__builtin_expect(cancel__debug_leaks, 0))
+			cancel__debug_created(src, __builtin_return_address(0),
+			                      0);
+	}
 }
 
 cancel_token
@@ -74,10 +84,72 @@ cancel_source_token(struct cancel_source *src)
 	return tok;
 }
 
+/*
+ * The cause (cause_msg_, cause_origin_, cause_when_ at the end of the
+ * source). Only the cancel that wins the CAS setting CANCELED writes them,
+ * once per life of the source, right after its CAS: message and time with
+ * relaxed stores, then the origin with a release store. A NULL origin
+ * means "not published yet" (init and the all-zero initializer clear it;
+ * a published origin is never NULL). A reader that has seen CANCELED
+ * (which carries the winner's reason) waits for the origin with acquire
+ * loads (cancel__cause_get), then reads the rest, so reason, message,
+ * origin and time all come from that one winner and are never mixed.
+ *
+ * Why waiting is short: the winner reads the clock (and, for a linked
+ * child, the parent's cause) BEFORE its CAS, so between the CAS and the
+ * release store there are three plain stores and no call. A reader spins
+ * only if it looked in that window and the winner was preempted or
+ * interrupted by a signal handler there; a handler runs to completion and
+ * a preempted thread runs again, and the reader yields to them (its
+ * backoff calls sched_yield). The one case that could not finish is a
+ * reader on the winner's own thread, i.e. in a handler that interrupted
+ * the window: cancel_token_cause() is documented as not for handlers,
+ * and the library itself reads causes only in normal context.
+ *
+ * Cost: is_canceled and the state word are untouched, the winner adds
+ * one clock read and three stores, init one store; destroy, register
+ * and unregister nothing.
+ */
+void
+cancel__cause_publish(struct cancel_source *src, const struct cancel__cause *c)
+{
+	st_relaxed(&src->cause_msg_, c->msg);
+	st_relaxed(&src->cause_when_, c->when);
+	/* Release pairs with the acquire load in cancel__cause_get(). */
+	st_release(&src->cause_origin_, c->origin);
+}
+
+void
+cancel__cause_get(const struct cancel_source *src, struct cancel__cause *c)
+{
+	unsigned spins = 0;
+	const struct cancel_source *o;
+	/* Acquire pairs with the release store in cancel__cause_publish(). */
+	while ((o = ld_acquire(&src->cause_origin_)) == NULL)
+		cancel__backoff(&spins);
+	c->origin = o;
+	c->msg = ld_relaxed(&src->cause_msg_);
+	c->when = ld_relaxed(&src->cause_when_);
+}
+
 bool
-cancel__begin(struct cancel_source *src, int reason, bool from_signal)
+cancel__begin(struct cancel_source *src, int reason, bool from_signal,
+              const char *msg, const struct cancel_source *parent)
 {
 	uint64_t s = ld_relaxed(&src->state_);
+	if (s & CANCEL__S_CANCELED)
+		return false;
+	/* The cause is gathered before the CAS (see cancel__cause_publish).
+	 * A linked child takes its canceled parent's, published before the
+	 * parent ran the callback that calls us. */
+	struct cancel__cause c;
+	if (parent != NULL) {
+		cancel__cause_get(parent, &c);
+	} else {
+		c.msg = msg;
+		c.origin = src;
+		c.when = cancel__now_ns();
+	}
 	uint64_t n;
 	do {
 		if (s & CANCEL__S_CANCELED)
@@ -92,6 +164,7 @@ cancel__begin(struct cancel_source *src, int reason, bool from_signal)
 		 * waiter count and FD bit published by their fetch_add/CAS.
 		 */
 	} while (!cas_acq_rel(&src->state_, &s, n));
+	cancel__cause_publish(src, &c);
 
 	/* The fd first: a poller also counts as a waiter, and a futex wake
 	 * with nobody parked would only delay it (measured: ~1.3 us). */
@@ -318,24 +391,37 @@ cancel__waiter_leave(struct cancel_source *src)
 }
 
 bool
-cancel_source_cancel_with(struct cancel_source *src, int reason)
+cancel__cancel_cause(struct cancel_source *src, int reason, const char *msg)
 {
 	if (src == NULL)
 		return false;
 	if (reason <= 0)
 		reason = ECANCELED;
-	if (!cancel__begin(src, reason, false))
-		return false;
 	CANCEL_ERRNO_SAVE();
-	cancel__finish(src);
+	bool won = cancel__begin(src, reason, false, msg, NULL);
+	if (won)
+		cancel__finish(src);
 	CANCEL_ERRNO_RESTORE();
-	return true;
+	return won;
+}
+
+bool
+cancel_source_cancel_with(struct cancel_source *src, int reason)
+{
+	return cancel__cancel_cause(src, reason, NULL);
+}
+
+bool
+cancel_source_cancel_with_cause(struct cancel_source *src, int reason,
+                                const char *msg)
+{
+	return cancel__cancel_cause(src, reason, msg);
 }
 
 bool
 cancel_source_cancel(struct cancel_source *src)
 {
-	return cancel_source_cancel_with(src, ECANCELED);
+	return cancel__cancel_cause(src, ECANCELED, NULL);
 }
 
 /* ------------------------------------------------------------------ */
@@ -518,6 +604,8 @@ destroy_slow(struct cancel_source *src)
 		wait_state(src, pred_no_waiters);
 	}
 	rc = teardown(src, mine, queued);
+	if (__builtin_expect(cancel__debug_leaks, 0) && rc == 0)
+		cancel__debug_destroyed(src);
 out:
 	CANCEL_ERRNO_RESTORE();
 	return rc;
@@ -567,8 +655,11 @@ cancel_source_destroy(struct cancel_source *src)
 	    ld_acquire(&src->tflags_) == 0 &&
 	    (src->nlinks_ == 0 || unlink_one_fast(src)) &&
 	    /* Reloaded after the unlink, as teardown does. */
-	    ld_acquire(&src->state_) == 0)
+	    ld_acquire(&src->state_) == 0) {
+		if (__builtin_expect(cancel__debug_leaks, 0))
+			return cancel__debug_destroyed(src);
 		return 0;
+	}
 	return destroy_slow(src);
 }
 
@@ -590,6 +681,26 @@ cancel_token_reason(cancel_token tok)
 	/* Acquire pairs with cancel__begin's release CAS. */
 	uint64_t s = ld_acquire(&tok.src_->state_);
 	return (s & CANCEL__S_CANCELED) ? cancel__state_reason(s) : 0;
+}
+
+bool
+cancel_token_cause(cancel_token tok, struct cancel_cause *cause)
+{
+	if (tok.src_ == NULL || cause == NULL)
+		return false;
+	/* Acquire pairs with cancel__begin's release CAS: the reason. */
+	uint64_t s = ld_acquire(&tok.src_->state_);
+	if (!(s & CANCEL__S_CANCELED))
+		return false;
+	CANCEL_ERRNO_SAVE();
+	struct cancel__cause c;
+	cancel__cause_get(tok.src_, &c);
+	cause->reason = cancel__state_reason(s);
+	cause->msg = c.msg;
+	cause->origin = c.origin;
+	cause->when = cancel__ns_to_ts(c.when);
+	CANCEL_ERRNO_RESTORE();
+	return true;
 }
 
 int

@@ -213,8 +213,7 @@ cancel__watch_dispatch(struct pollfd *set, nfds_t n)
 		pthread_mutex_unlock(&cancel__watch_mu);
 
 		dispatching = w;
-		/* TODO(causes): cancel with the cause "peer hung up". */
-		cancel_source_cancel_with(src, ECONNRESET);
+		cancel__cancel_cause(src, ECONNRESET, "peer hung up");
 		dispatching = NULL;
 		/* A callback may have stopped and freed w, and destroyed src:
 		 * neither is followed again (w is only compared by stop). */

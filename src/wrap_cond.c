@@ -190,7 +190,9 @@ wait_body(struct cond_wait *w, uint64_t dl, cancel_token tok)
 	if (timer) {
 		cancel_source_init(&w->timer_src);
 		if (cancel__timer_arm(&w->timer_src, dl) != 0) {
-			cancel_source_destroy(&w->timer_src);
+			/* Never armed, nothing registered: cannot be busy. */
+			int drc = cancel_source_destroy(&w->timer_src);
+			(void)drc;
 			return EAGAIN;
 		}
 		rc = hook_arm(&w->timer, w,
@@ -219,7 +221,9 @@ done:
 		cancel__timer_disarm(&w->timer_src);
 		fired = fired || cancel_token_is_canceled(
 		                         cancel_source_token(&w->timer_src));
-		cancel_source_destroy(&w->timer_src);
+		/* Hooks disarmed, timer disarmed: 0. */
+		int drc = cancel_source_destroy(&w->timer_src);
+		(void)drc;
 	}
 	if (rc != -1) /* never waited */
 		return cancel_token_is_canceled(tok) ? ECANCELED

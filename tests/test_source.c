@@ -108,8 +108,8 @@ nonpositive_reason_means_ecanceled(void **state)
 	                 ECANCELED);
 	assert_int_equal(cancel_token_reason(cancel_source_token(&b)),
 	                 ECANCELED);
-	cancel_source_destroy(&a);
-	cancel_source_destroy(&b);
+	assert_int_equal(cancel_source_destroy(&a), 0);
+	assert_int_equal(cancel_source_destroy(&b), 0);
 }
 
 static void
@@ -121,7 +121,7 @@ large_reason_is_kept(void **state)
 	assert_true(cancel_source_cancel_with(&s, 0x7fffffff));
 	assert_int_equal(cancel_token_reason(cancel_source_token(&s)),
 	                 0x7fffffff);
-	cancel_source_destroy(&s);
+	assert_int_equal(cancel_source_destroy(&s), 0);
 }
 
 /* ---- concurrent cancels ---- */
@@ -491,9 +491,11 @@ every_core_call_leaves_errno_alone(void **state)
 	cancel_source_cancel(&s);
 	struct cancel_callback late = CANCEL_CALLBACK_INITIALIZER;
 	cancel_callback_register(&late, clobber_errno_fn, NULL, t);
-	cancel_callback_try_register(&late, clobber_errno_fn, NULL, t);
+	assert_int_equal(
+	    cancel_callback_try_register(&late, clobber_errno_fn, NULL, t),
+	    ECANCELED);
 	cancel_callback_unregister(&cb);
-	cancel_callback_try_unregister(&cb);
+	assert_int_equal(cancel_callback_try_unregister(&cb), EALREADY);
 	assert_int_equal(cancel_source_destroy(&child), 0);
 	assert_int_equal(cancel_source_destroy(&s), 0);
 	assert_int_equal(errno, 4242);
