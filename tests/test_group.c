@@ -145,6 +145,10 @@ first_failure_cancels_siblings_and_wait_returns_it(void **state)
 		assert_true(s[i].woke_ns - f.failed_ns < 2000000000ull);
 	}
 	assert_int_equal(cancel_token_reason(cancel_group_token(g)), EIO);
+	struct cancel_cause c;
+	assert_true(cancel_token_cause(cancel_group_token(g), &c));
+	assert_int_equal(c.reason, EIO);
+	assert_string_equal(c.msg, "group member failed");
 	group_free(g);
 }
 

@@ -173,6 +173,12 @@ expect_canceled(struct req *r)
 	assert_int_equal(req_wait(r, PATIENCE), ECANCELED);
 	assert_int_equal(cancel_token_reason(cancel_source_token(&r->src)),
 	                 ECONNRESET);
+	/* The watch's own cause: message and origin. */
+	struct cancel_cause c;
+	assert_true(cancel_token_cause(cancel_source_token(&r->src), &c));
+	assert_int_equal(c.reason, ECONNRESET);
+	assert_string_equal(c.msg, "peer hung up");
+	assert_ptr_equal(c.origin, &r->src);
 	uint64_t end = tu_now_ms() + 10000;
 	while (ld_acquire(&r->fired) == 0) {
 		assert_true(tu_now_ms() < end);
