@@ -15,9 +15,11 @@
  * struct is never followed). A miss costs nothing: the condition is
  * level-triggered and the next, rebuilt set reports it again.
  *
- * A new watch kicks the loop (one write) so that its set includes it; a
- * stop does not: a stale slot costs at most one spurious wake-up (POLLNVAL
- * once the descriptor is closed), after which the set is rebuilt.
+ * A new watch kicks the loop (one write) so that its set includes it; so
+ * does a stop: a thread asleep in ppoll() holds a reference to every file
+ * it polls until it wakes, so without the kick a socket the caller closes
+ * right after the stop would stay open (no FIN to the peer) until the
+ * loop's next wake-up, which may be never.
  */
 #include "watch.h"
 #include "atomic.h"
@@ -92,8 +94,10 @@ cancel__wb_del(struct cancel_watch *w)
 {
 	size_t k = w->slot_;
 	/* Already gone when it was reported (PENDING, FIRED). */
-	if (k < nregs && regs[k].w == w && regs[k].stamp == w->stamp_)
+	if (k < nregs && regs[k].w == w && regs[k].stamp == w->stamp_) {
 		reg_remove(k);
+		cancel__lt_kick(); /* let go of the file (see the top) */
+	}
 }
 
 struct pollfd *

@@ -1000,6 +1000,44 @@ child_does_not_watch_the_parents_descriptors(void **state)
 	close(back[0]);
 }
 
+/*
+ * Stop, then close: the peer sees the end of the stream at once. (A
+ * library thread asleep in poll() holds a reference to every file it
+ * polls; the stop must let go of it, or the close sends no FIN.)
+ */
+static void
+close_after_stop_reaches_the_peer_at_once(void **state)
+{
+	(void)state;
+	for (int round = 0; round < 20; round++) {
+		int sv[2];
+		assert_int_equal(socketpair(AF_UNIX,
+		                            SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
+		                 0);
+		struct cancel_source *src = malloc(sizeof(*src));
+		struct cancel_watch *w = malloc(sizeof(*w));
+		cancel_source_init(src);
+		*w = (struct cancel_watch)CANCEL_WATCH_INITIALIZER;
+		assert_int_equal(cancel_watch_hangup(w, sv[0], 0, src), 0);
+		/* Let the loop take the fd into its set and go to sleep. */
+		struct timespec dl = cancel_deadline_in(20 * 1000000ull);
+		assert_int_equal(cancel_wait(&dl, cancel_source_token(src)),
+		                 ETIMEDOUT);
+		assert_true(cancel_watch_stop(w));
+		free(w);
+		close(sv[0]);
+		struct pollfd p = {.fd = sv[1], .events = POLLIN};
+		uint64_t t0 = tu_now_ns();
+		assert_int_equal(poll(&p, 1, 2000), 1);
+		assert_true(tu_now_ns() - t0 < 1000000000ull);
+		char c;
+		assert_int_equal(read(sv[1], &c, 1), 0); /* end of stream */
+		close(sv[1]);
+		assert_int_equal(cancel_source_destroy(src), 0);
+		free(src);
+	}
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, tu_fds_setup, tu_fds_check)
 
 int
@@ -1007,6 +1045,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(peer_close_cancels_with_econnreset_on_library_thread),
+		T(close_after_stop_reaches_the_peer_at_once),
 		T(peer_reset_cancels_even_when_half_close_is_ignored),
 		T(half_close_cancels_without_the_flag),
 		T(half_close_is_ignored_with_the_flag_until_the_reply_draws_a_reset),
