@@ -69,13 +69,15 @@ on_cancel(void *arg)
 	struct req *r = arg;
 	switch (cancel_token_reason(cancel_source_token(&r->src))) {
 	case ETIMEDOUT:
-		req_end(r, 1, "504 too slow\n", "canceled by its deadline: 504");
+		req_end(r, 1, "504 too slow\n",
+		        "canceled by its deadline: 504");
 		break;
 	case ECONNRESET:
 		req_end(r, 2, NULL, "canceled, client left: work dropped");
 		break;
 	default: /* ECANCELED from the shutdown source */
-		req_end(r, 3, "503 shutting down\n", "canceled by shutdown: 503");
+		req_end(r, 3, "503 shutting down\n",
+		        "canceled by shutdown: 503");
 	}
 }
 
@@ -91,9 +93,9 @@ req_start(int conn)
 	cancel_source_init_linked(&r->src, &parent, 1);
 	accepted++;
 	live++;
+	cancel_token tok = cancel_source_token(&r->src);
 	if (cancel_callback_register_queued(&r->on_cancel, on_cancel, r,
-	                                    &queue,
-	                                    cancel_source_token(&r->src)) != 0) {
+	                                    &queue, tok) != 0) {
 		req_end(r, 3, "503 shutting down\n", "refused: shutting down");
 		return;
 	}
@@ -178,7 +180,8 @@ main(void)
 		for (int i = 0; i < n; i++) {
 			void *p = evs[i].data.ptr;
 			if (p == &lst)
-				req_start(accept4(lst, NULL, NULL, SOCK_CLOEXEC));
+				req_start(accept4(lst, NULL, NULL,
+				                  SOCK_CLOEXEC));
 			else if (p == &queue)
 				cancel_queue_run(&queue);
 			else
