@@ -38,7 +38,7 @@ for a in "$@"; do
 done
 
 progs=bench_core
-for b in bench_wake bench_timer bench_group; do
+for b in bench_wake bench_timer bench_group bench_queue; do
 	if [ -f "$here/$b.c" ]; then
 		progs="$progs $b"
 	fi
@@ -82,7 +82,7 @@ samples=
 if [ -n "$quick" ]; then
 	samples=200
 fi
-for b in bench_wake bench_timer; do
+for b in bench_wake bench_timer bench_queue; do
 	if [ -x "$bin/$b" ]; then
 		echo
 		echo "== $b $samples"

@@ -3,19 +3,21 @@
  * arrive on the loop thread through one cancel_queue.
  *
  * Each connection is a request with its own source, linked to a shutdown
- * source, with a 300 ms deadline. Its "work" is a timerfd (a query that
- * takes 100 ms, or 1 s for "slow"). Whatever cancels the request (its
- * deadline on the library thread, the client hanging up, shutdown), the
- * callback that frees the request's state runs here, on the loop thread,
- * through the queue: no locks around request state, no worker threads.
+ * source, with a 300 ms deadline and a hang-up watch. Its "work" is a
+ * timerfd (a query of 100 ms, or 1 s for "slow" and "hold"). Whatever
+ * cancels the request (its deadline or the client leaving, both on the
+ * library thread; shutdown, on the client thread), the callback that ends
+ * it runs here, on the loop thread, through the queue: no locks around
+ * request state, no worker threads, no fd per request for cancellation.
  *
- * The program plays both sides: a client thread sends "fast", "slow" and
- * "gone" (hangs up at once), then the loop shuts itself down. Exits 0
- * when every request ended the expected way.
+ * The program plays both sides: a client thread sends "fast", "gone"
+ * (hangs up at once), "slow", then "hold" and shuts the server down while
+ * it runs. Exits 0 when each request ended for its expected reason.
  */
 #include <cancel.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -27,27 +29,29 @@
 #include <unistd.h>
 
 struct req {
-	int conn, work;          /* the client socket, the "query" timer */
+	int conn, work; /* the client socket, the "query" timer */
 	struct cancel_source src;
+	struct cancel_watch watch; /* cancels src if the client leaves */
 	struct cancel_callback on_cancel;
 	char what[8];
 	struct req *next_dead; /* freed after the current batch */
 	int dead;
 };
 
-/* Ended requests, freed once no event of this batch can name them. */
-static struct req *graveyard;
-
+static struct req *graveyard; /* no event of this batch may name them */
 static struct cancel_queue queue;
 static struct cancel_source shutdown_src = CANCEL_SOURCE_INITIALIZER;
-static int ep, done_ok, done_timeout, done_gone, live, accepted;
+static int ep, live, accepted, ended[4]; /* 200, 504, gone, 503 */
 
 static void
-req_free(struct req *r, const char *outcome)
+req_end(struct req *r, int how, const char *reply, const char *why)
 {
-	printf("request %-4s: %s\n", r->what, outcome);
-	epoll_ctl(ep, EPOLL_CTL_DEL, r->conn, NULL);
+	printf("request %-4s: %s\n", r->what, why);
+	if (reply != NULL)
+		send(r->conn, reply, strlen(reply), MSG_NOSIGNAL);
+	ended[how]++;
 	epoll_ctl(ep, EPOLL_CTL_DEL, r->work, NULL);
+	cancel_watch_stop(&r->watch); /* before close: the fd may be reused */
 	close(r->conn);
 	close(r->work);
 	if (cancel_source_destroy(&r->src) != 0)
@@ -63,14 +67,17 @@ static void
 on_cancel(void *arg)
 {
 	struct req *r = arg;
-	int reason = cancel_token_reason(cancel_source_token(&r->src));
-	if (reason == ETIMEDOUT) {
-		send(r->conn, "504 too slow\n", 13, MSG_NOSIGNAL);
-		done_timeout++;
-		req_free(r, "deadline passed: 504, state freed on the loop");
-	} else {
-		done_gone++;
-		req_free(r, "client left: work dropped, state freed");
+	switch (cancel_token_reason(cancel_source_token(&r->src))) {
+	case ETIMEDOUT:
+		req_end(r, 1, "504 too slow\n",
+		        "canceled by its deadline: 504");
+		break;
+	case ECONNRESET:
+		req_end(r, 2, NULL, "canceled, client left: work dropped");
+		break;
+	default: /* ECANCELED from the shutdown source */
+		req_end(r, 3, "503 shutting down\n",
+		        "canceled by shutdown: 503");
 	}
 }
 
@@ -79,71 +86,63 @@ req_start(int conn)
 {
 	struct req *r = calloc(1, sizeof(*r));
 	ssize_t n = recv(conn, r->what, sizeof(r->what) - 1, 0);
-	if (n < 0)
-		n = 0;
-	r->what[n] = '\0';
+	r->what[n > 0 ? n : 0] = '\0';
 	r->conn = conn;
+	r->work = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
 	cancel_token parent = cancel_source_token(&shutdown_src);
 	cancel_source_init_linked(&r->src, &parent, 1);
-	cancel_source_cancel_after(&r->src, 300 * 1000000ull);
 	accepted++;
 	live++;
-	r->work = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+	cancel_token tok = cancel_source_token(&r->src);
 	if (cancel_callback_register_queued(&r->on_cancel, on_cancel, r,
-	                                    &queue,
-	                                    cancel_source_token(&r->src)) != 0) {
-		req_free(r, "refused: shutting down");
+	                                    &queue, tok) != 0) {
+		req_end(r, 3, "503 shutting down\n", "refused: shutting down");
 		return;
 	}
+	cancel_source_cancel_after(&r->src, 300 * 1000000ull);
+	cancel_watch_hangup(&r->watch, conn, 0, &r->src);
 	struct itimerspec it = {.it_value = {.tv_nsec = 100000000}};
-	if (strcmp(r->what, "slow") == 0)
+	if (strcmp(r->what, "fast") != 0 && strcmp(r->what, "gone") != 0)
 		it.it_value = (struct timespec){.tv_sec = 1};
 	timerfd_settime(r->work, 0, &it, NULL);
 	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = r};
 	epoll_ctl(ep, EPOLL_CTL_ADD, r->work, &ev);
-	ev.events = EPOLLRDHUP; /* the client leaving */
-	epoll_ctl(ep, EPOLL_CTL_ADD, r->conn, &ev);
+	if (strcmp(r->what, "hold") == 0)
+		send(conn, "102 working\n", 12, MSG_NOSIGNAL);
 }
 
+/* The work finished first: answer, unless canceled meanwhile. */
 static void
-req_event(struct req *r, uint32_t events)
+req_done(struct req *r)
 {
-	if (r->dead)
-		return;
-	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-		/* Cancel: the queued callback frees it on this thread. */
-		cancel_source_cancel_with(&r->src, ECONNRESET);
-		return;
-	}
-	/* The work finished first: answer, unless canceled meanwhile. */
-	if (cancel_callback_unregister(&r->on_cancel)) {
-		send(r->conn, "200 ok\n", 7, MSG_NOSIGNAL);
-		done_ok++;
-		req_free(r, "completed: 200");
-	}
+	if (!r->dead && cancel_callback_unregister(&r->on_cancel))
+		req_end(r, 0, "200 ok\n", "completed: 200");
 }
 
 static void *
 client(void *arg)
 {
 	struct sockaddr_in *a = arg;
-	const char *what[] = {"fast", "gone", "slow"};
-	for (int i = 0; i < 3; i++) {
+	const char *what[] = {"fast", "gone", "slow", "hold"};
+	for (int i = 0; i < 4; i++) {
 		int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		connect(c, (struct sockaddr *)a, sizeof(*a));
 		send(c, what[i], strlen(what[i]), 0);
-		char buf[32] = "";
+		char buf[64] = "";
+		if (i == 3 && recv(c, buf, sizeof(buf) - 1, 0) > 0)
+			cancel_source_cancel(&shutdown_src); /* it runs: stop */
+		memset(buf, 0, sizeof(buf));
 		if (i != 1 && recv(c, buf, sizeof(buf) - 1, 0) > 0)
 			printf("client %s got: %s", what[i], buf);
 		close(c);
 	}
-	cancel_source_cancel(&shutdown_src);
 	return NULL;
 }
 
 static void
 on_shutdown(void *arg)
 {
+	printf("shutdown: delivered on the loop thread\n");
 	*(int *)arg = 1;
 }
 
@@ -157,9 +156,8 @@ main(void)
 	socklen_t alen = sizeof(a);
 	if (bind(lst, (struct sockaddr *)&a, sizeof(a)) != 0 ||
 	    listen(lst, 16) != 0 ||
-	    getsockname(lst, (struct sockaddr *)&a, &alen) != 0)
-		return 1;
-	if (cancel_queue_init(&queue) != 0)
+	    getsockname(lst, (struct sockaddr *)&a, &alen) != 0 ||
+	    cancel_queue_init(&queue) != 0)
 		return 1;
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &lst};
@@ -174,7 +172,7 @@ main(void)
 
 	pthread_t t;
 	pthread_create(&t, NULL, client, &a);
-	while (!stopping || live > 0 || accepted < 3) {
+	while (!stopping || live > 0 || accepted < 4) {
 		struct epoll_event evs[16];
 		int n = epoll_wait(ep, evs, 16, 5000);
 		if (n <= 0)
@@ -182,11 +180,12 @@ main(void)
 		for (int i = 0; i < n; i++) {
 			void *p = evs[i].data.ptr;
 			if (p == &lst)
-				req_start(accept4(lst, NULL, NULL, SOCK_CLOEXEC));
+				req_start(accept4(lst, NULL, NULL,
+				                  SOCK_CLOEXEC));
 			else if (p == &queue)
 				cancel_queue_run(&queue);
 			else
-				req_event(p, evs[i].events);
+				req_done(p);
 		}
 		while (graveyard != NULL) {
 			struct req *r = graveyard;
@@ -195,12 +194,15 @@ main(void)
 		}
 	}
 	pthread_join(t, NULL);
-	printf("done: %d completed, %d timed out, %d left early\n", done_ok,
-	       done_timeout, done_gone);
+	printf("done: %d completed, %d deadline, %d client left, "
+	       "%d shutdown\n", ended[0], ended[1], ended[2], ended[3]);
 	close(ep);
 	close(lst);
 	if (cancel_queue_destroy(&queue) != 0 ||
 	    cancel_source_destroy(&shutdown_src) != 0)
 		return 1;
-	return done_ok == 1 && done_timeout == 1 && done_gone == 1 ? 0 : 1;
+	for (int i = 0; i < 4; i++)
+		if (ended[i] != 1)
+			return 1;
+	return 0;
 }

@@ -661,7 +661,9 @@ CANCEL_API int cancel_waitpid(pid_t pid, int *status,
  * Never read the fd yourself: run() clears it.
  */
 struct cancel_queue {
-	pthread_mutex_t mu_;
+	uint32_t lock_;
+	uint32_t signaling_;
+	size_t pending_;
 	struct cancel_callback *head_;
 	struct cancel_callback *tail_;
 	struct cancel_callback *current_;
@@ -702,7 +704,9 @@ CANCEL_API size_t cancel_queue_run(struct cancel_queue *q);
  * Release @q's descriptor. Returns: 0; EBUSY (nothing changed) while
  * callbacks are registered through it (registered and not yet run or
  * removed) or an unregister waits on it; EINVAL for NULL.
- * Threads: no other call on @q. Blocks: no.
+ * Threads: no other call on @q. Blocks: no (a cancel that queued a
+ * callback which has already run may still be finishing its write to the
+ * fd: destroy waits for that, a few microseconds).
  */
 CANCEL_MUST_USE
 CANCEL_API int cancel_queue_destroy(struct cancel_queue *q);
@@ -710,9 +714,9 @@ CANCEL_API int cancel_queue_destroy(struct cancel_queue *q);
 /*
  * Register @fn(@arg) to run exactly once on @q's loop thread when @tok is
  * canceled, unless unregistered first. The cancel only appends it to @q
- * (no allocation, no user code, a few pointer moves under @q's mutex,
+ * (no allocation, no user code, a few pointer moves under @q's spin lock,
  * which cancel_queue_run() never holds while a callback runs) and makes
- * the queue's fd readable.
+ * the queue's fd readable (one write per batch, after the lock).
  *
  * cancel_callback_unregister() / try_unregister() work on it: true / 0
  * while it is registered or fired but not yet run (it is taken out of the

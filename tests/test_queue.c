@@ -470,11 +470,50 @@ unregister_racing_cancel_and_run_gives_exactly_one_outcome(void **state)
 	assert_int_equal(removed + ran, rounds);
 }
 
+/*
+ * The loop may run a callback (and the program destroy the queue) while
+ * the canceling thread is still writing the queue's fd: destroy must
+ * succeed at once, and the late writer must not touch the freed queue
+ * (heap, poisoned right after destroy: ASan) nor leave an fd behind.
+ */
+static void
+destroy_right_after_run_while_canceller_may_still_signal(void **state)
+{
+	(void)state;
+	int fds0 = tu_fd_count();
+	for (int i = 0; i < 300; i++) {
+		struct cancel_queue *q = malloc(sizeof(*q));
+		assert_non_null(q);
+		assert_int_equal(cancel_queue_init(q), 0);
+		struct cancel_source *s = new_source();
+		struct rec r = {0};
+		assert_int_equal(cancel_callback_register_queued(
+		                         &r.cb, on_fire, &r, q,
+		                         cancel_source_token(s)),
+		                 0);
+		pthread_t t;
+		assert_int_equal(pthread_create(&t, NULL, cancel_thread, s), 0);
+		/* Run as soon as the callback is queued (before the canceller
+		 * may have written the fd). */
+		while (cancel_queue_run(q) == 0)
+			sched_yield();
+		assert_int_equal(cancel_queue_destroy(q), 0);
+		memset(q, 0xA5, sizeof(*q));
+		free(q);
+		pthread_join(t, NULL);
+		assert_int_equal(r.runs, 1);
+		free_source(s);
+	}
+	assert_int_equal(tu_fd_count(), fds0);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(callback_runs_on_run_thread_not_on_canceller),
+		cmocka_unit_test(
+		        destroy_right_after_run_while_canceller_may_still_signal),
 		cmocka_unit_test(
 		        callbacks_run_in_fire_order_and_fd_clears_when_drained),
 		cmocka_unit_test(
