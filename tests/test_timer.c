@@ -982,9 +982,13 @@ work_revoke_removes_queued_item_and_waits_for_running_one(void **state)
 	 * the blocked one): revoke either takes it back before it starts
 	 * (it then never runs) or finds it running (then wait for it). */
 	assert_int_equal(cancel__work_post(&queued.w), 0);
-	bool revoked = cancel__work_revoke(&queued.w);
-	if (!revoked)
+	if (!cancel__work_revoke(&queued.w))
 		cancel__work_wait(&queued.w);
+	/* Now it is neither queued nor running: it either ran (finished)
+	 * or was taken back and never runs. */
+	pthread_mutex_lock(&order_mu);
+	bool revoked = queued.finished == 0;
+	pthread_mutex_unlock(&order_mu);
 	assert_false(cancel__work_revoke(&blocker.w));
 
 	/* Another thread opens the gate once we are about to wait. */
