@@ -39,6 +39,7 @@ ln -sfn /usr/include/asm-generic "$KH/asm-generic"
 # Test programs not built here, with the reason.
 declare -A EXCLUDED=(
 	[test_header_cpp]="C++ (musl-gcc compiles C only)"
+	[test_alloc]="interposes glibc's allocator (__libc_malloc); musl has none"
 )
 # Test programs linked dynamically (against ld-musl), with the reason.
 declare -A DYNAMIC=(
