@@ -211,6 +211,10 @@ done
 for n in "${!DYNAMIC[@]}"; do
 	echo "musl: $n linked dynamically (ld-musl): ${DYNAMIC[$n]}"
 done
+# Skipped cmocka tests must be on tests/skips.allow ("musl").
+if ! "$ROOT/tests/check_skips.sh" musl "$ANALYSIS"/musl-*/*.log; then
+	findings=$((findings + 1))
+fi
 if ((programs == 0 || tests == 0)); then
 	echo "musl: no test ran"
 	findings=$((findings + 1))

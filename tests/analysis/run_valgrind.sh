@@ -86,6 +86,10 @@ for line in "${TESTS[@]}"; do
 		echo "valgrind: $name: ok"
 	fi
 done
+# Skipped cmocka tests must be on tests/skips.allow ("valgrind").
+if ! "$ROOT/tests/check_skips.sh" valgrind "$LOGS"/*.log; then
+	failed+=("skipped tests not on tests/skips.allow")
+fi
 for x in "${failed[@]}"; do
 	echo "valgrind: failed: $x"
 done
