@@ -44,6 +44,7 @@ declare -A EXCLUDED=(
 # Test programs linked dynamically (against ld-musl), with the reason.
 declare -A DYNAMIC=(
 	[test_cond]="interposes pthread_cond_wait, finds musl's with dlsym(RTLD_NEXT)"
+	[test_waitpid_fallback]="interposes syscall, finds musl's with dlsym(RTLD_NEXT)"
 )
 
 FLAGS=(-std=c11 -D_GNU_SOURCE -DCANCEL_STATIC_DEFINE -O2 -g
