@@ -166,7 +166,7 @@ destroy_after_a_signal_cancel_without_a_library_thread_is_eagain(
 	if (pid == 0) {
 		struct cancel_source *b = malloc(sizeof(*b));
 		if (b == NULL)
-			_exit(10);
+			tu_child_exit(10);
 		cancel_source_init(b);
 		cancel_source_cancel_from_signal(b, EINTR);
 		struct rlimit old;
@@ -174,15 +174,15 @@ destroy_after_a_signal_cancel_without_a_library_thread_is_eagain(
 		struct rlimit low = old;
 		low.rlim_cur = (rlim_t)tu_lowest_free_fd();
 		if (setrlimit(RLIMIT_NOFILE, &low) != 0)
-			_exit(11);
+			tu_child_exit(11);
 		int rc = cancel_source_destroy(b);
 		setrlimit(RLIMIT_NOFILE, &old);
 		if (rc != EAGAIN)
-			_exit(12);
+			tu_child_exit(12);
 		if (cancel_source_destroy(b) != 0)
-			_exit(13);
+			tu_child_exit(13);
 		free(b);
-		_exit(0);
+		tu_child_exit(0);
 	}
 	int st = 0;
 	assert_int_equal(waitpid(pid, &st, 0), pid);

@@ -471,7 +471,7 @@ run_lt_child(int which)
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0)
-		_exit(lt_start_child(which));
+		tu_child_exit(lt_start_child(which));
 	int st = 0;
 	while (waitpid(pid, &st, 0) < 0)
 		assert_int_equal(errno, EINTR);
