@@ -598,10 +598,18 @@ storm_at(enum storm_call call)
 	        "faults: storm %d: %d signals (%ld sent), took %.1f ms, "
 	        "%d spurious wake-ups\n",
 	        (int)call, seen, st.sent, (double)took / 1e6, spurious);
+	/* Under valgrind (run_valgrind.sh sets CANCEL_UNDER_VALGRIND) one
+	 * thread runs at a time: how often the storm thread gets to send, and
+	 * how late the woken waiter runs, are valgrind's scheduler's. There
+	 * the storm must still hit the call and the call neither return early
+	 * nor overrun by a second. */
+	const char *vg = getenv("CANCEL_UNDER_VALGRIND");
+	bool under_vg = vg != NULL && *vg == '1';
 	assert_true(took >= STORM_WAIT_NS);
-	assert_true(took < STORM_WAIT_NS + OVERRUN_NS);
+	assert_true(took < STORM_WAIT_NS +
+	                       (under_vg ? 1000000000ull : OVERRUN_NS));
 	/* The storm really hit the blocked call. */
-	assert_true(seen >= 20);
+	assert_true(seen >= (under_vg ? 1 : 20));
 
 	tu_restore_handler(SIGUSR1, &old);
 	assert_int_equal(cancel_source_destroy(&s), 0);
