@@ -40,7 +40,11 @@ count_one(void)
 }
 
 #ifdef TA_SANITIZER
-#include <sanitizer/allocator_interface.h>
+/* From the sanitizers' allocator interface (the header is not always
+ * installed): called on every allocation and free, any thread. */
+int __sanitizer_install_malloc_and_free_hooks(
+    void (*malloc_hook)(const volatile void *, size_t),
+    void (*free_hook)(const volatile void *));
 
 static void
 on_malloc(const volatile void *p, size_t n)
