@@ -162,7 +162,11 @@ first_arm_starts_the_library_thread_which_allocates(void **state)
 	/* The library thread (a timer and a work thread) exists now, and
 	 * starting it allocated (libc's pthread_create: the threads' TLS). */
 	assert_int_equal(thread_count(), threads + 2);
+#ifndef TU_TSAN
+	/* TSan's own pthread_create allocates from its internal allocator,
+	 * which its hooks do not report: there the count may be 0. */
 	assert_true(made > 0);
+#endif
 	print_message("first cancel_after: library thread started, %ld "
 	              "allocation(s) in pthread_create\n", made);
 	assert_int_equal(cancel_source_destroy(src), 0);
