@@ -161,11 +161,14 @@ first_arm_starts_the_library_thread_which_allocates(void **state)
 	long made = count() - before;
 	/* The library thread (a timer and a work thread) exists now, and
 	 * starting it allocated (libc's pthread_create: the threads' TLS). */
-	assert_int_equal(thread_count(), threads + 2);
 #ifndef TU_TSAN
-	/* TSan's own pthread_create allocates from its internal allocator,
-	 * which its hooks do not report: there the count may be 0. */
+	assert_int_equal(thread_count(), threads + 2);
 	assert_true(made > 0);
+#else
+	/* TSan starts a background thread of its own with the first thread,
+	 * and its pthread_create allocates from its internal allocator,
+	 * which its hooks do not report. */
+	assert_true(thread_count() >= threads + 2);
 #endif
 	print_message("first cancel_after: library thread started, %ld "
 	              "allocation(s) in pthread_create\n", made);
