@@ -352,5 +352,5 @@ main(void)
 		cmocka_unit_test(linking_two_parents_allocates_one_array),
 		cmocka_unit_test(polling_more_than_32_descriptors_allocates_one_array),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests_name("alloc", tests, NULL, NULL);
 }

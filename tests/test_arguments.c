@@ -201,5 +201,5 @@ main(void)
 		cmocka_unit_test(a_signal_the_c_library_reserves_is_refused_and_nothing_changes),
 		cmocka_unit_test(destroy_on_the_library_thread_of_a_source_queued_behind_it_is_ebusy),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests_name("arguments", tests, NULL, NULL);
 }

@@ -231,5 +231,6 @@ main(void)
 		cmocka_unit_test(pidfd_open_errors_other_than_enosys_are_returned),
 		cmocka_unit_test(a_child_reaped_elsewhere_before_pidfd_open_gives_echild),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests_name("waitpid_fallback", tests, NULL,
+	                                   NULL);
 }
