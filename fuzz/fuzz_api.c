@@ -856,7 +856,7 @@ teardown(void)
 			op_unregister(c, false);
 	for (int c = 0; c < NC; c++)
 		if (mc[c].inuse || rc_inuse[c])
-			api_fail("callback %d still in use after unregister", c);
+			api_fail("callback %d in use after unregister", c);
 	compare_logs();
 	for (int round = 0; round < NS; round++)
 		for (int s = 0; s < NS; s++)

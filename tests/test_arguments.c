@@ -140,7 +140,8 @@ destroy_on_the_library_thread_of_a_source_queued_behind_it_is_ebusy(
 	cancel_source_init(b);
 	struct lt_destroy d = {.b = b, .rc = -1};
 	struct cancel_callback cb = CANCEL_CALLBACK_INITIALIZER;
-	assert_true(cancel_callback_register(&cb, destroy_other_on_library_thread,
+	assert_true(cancel_callback_register(&cb,
+	                                     destroy_other_on_library_thread,
 	                                     &d, cancel_source_token(a)));
 	assert_int_equal(cancel_source_cancel_after(a, 1000), 0);
 	tu_await(&d.done);

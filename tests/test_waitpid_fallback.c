@@ -48,7 +48,8 @@ syscall(long nr, ...)
 			char b = 1;
 			ssize_t n = write(esrch_go, &b, 1);
 			(void)n;
-			while (waitpid(esrch_pid, NULL, 0) < 0 && errno == EINTR)
+			while (waitpid(esrch_pid, NULL, 0) < 0 &&
+			       errno == EINTR)
 				;
 		}
 		if (e != 0) {
