@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 
 #include "testutil.h"
 
@@ -136,6 +137,45 @@ thread_count(void)
 	return n;
 }
 
+/*
+ * Wait until every other thread of the process is asleep (state S in
+ * /proc/self/task/N/stat): a new thread's start-up, which under ASan
+ * allocates on that thread (the sanitizer's own thread setup), is over.
+ * A handshake on observable state, bounded at 10 s.
+ */
+static void
+await_other_threads_asleep(void)
+{
+	uint64_t give_up = tu_now_ns() + 10000000000ull;
+	pid_t self = (pid_t)syscall(SYS_gettid);
+	for (;;) {
+		bool busy = false;
+		DIR *d = opendir("/proc/self/task");
+		assert_non_null(d);
+		for (struct dirent *e; (e = readdir(d)) != NULL;) {
+			if (e->d_name[0] == '.' || atoi(e->d_name) == self)
+				continue;
+			char path[300], buf[256];
+			snprintf(path, sizeof(path), "/proc/self/task/%s/stat",
+			         e->d_name);
+			FILE *f = fopen(path, "r");
+			if (f == NULL)
+				continue;
+			size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+			fclose(f);
+			buf[n] = '\0';
+			const char *p = strrchr(buf, ')');
+			if (p != NULL && p[1] == ' ' && p[2] != 'S')
+				busy = true;
+		}
+		closedir(d);
+		if (!busy)
+			return;
+		assert_true(tu_now_ns() < give_up);
+		sched_yield();
+	}
+}
+
 static void
 bump(void *arg)
 {
@@ -170,6 +210,9 @@ first_arm_starts_the_library_thread_which_allocates(void **state)
 	 * which its hooks do not report. */
 	assert_true(thread_count() >= threads + 2);
 #endif
+	/* Its threads' start-up (the sanitizers' too) is over before the
+	 * next test counts. */
+	await_other_threads_asleep();
 	print_message("first cancel_after: library thread started, %ld "
 	              "allocation(s) in pthread_create\n", made);
 	assert_int_equal(cancel_source_destroy(src), 0);
