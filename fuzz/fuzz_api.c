@@ -129,7 +129,7 @@ struct mcb {
 	int src;        /* slot while L_REG / L_RUNNING */
 	int action;
 	/* Released from inside its own run: the library keeps a pointer to
-	 * the source; see the note at api_unreg_allowed(). */
+	 * the source; see the note at op_unregister(). */
 	bool stale;
 	/* Being run inline by a register that will return false: callbacks
 	 * leave it alone (it was never registered). */
@@ -207,7 +207,7 @@ m_destroy(int s)
 	}
 	ms[s].alive = false;
 	/* Destroyed from inside its own run: the callbacks it is running
-	 * keep pointing at it (see api_unreg_allowed()). */
+	 * keep pointing at it (see op_unregister()). */
 	for (int c = 0; c < NC; c++)
 		if (mc[c].lib == L_RUNNING && mc[c].src == s && !mc[c].inl)
 			mc[c].stale = true;
@@ -575,19 +575,6 @@ op_init_linked(int s, int mask, int order)
 	EXPECT_EQ(r, expect, "init_linked");
 }
 
-/*
- * Callbacks that unregistered themselves from inside their run, or whose
- * source was destroyed while they ran, must forget the source like any
- * completed callback: unregistering them again after the source is freed
- * is allowed (once a use-after-free, fixed; kept as a check).
- */
-static bool
-api_unreg_allowed(int c)
-{
-	(void)c;
-	return true;
-}
-
 static void
 op_destroy(int s)
 {
@@ -641,11 +628,16 @@ op_register(int c, int s, int action, bool try)
 	EXPECT_EQ(r, m, try ? "try_register" : "register");
 }
 
+/*
+ * Any callback may be unregistered, stale ones included: callbacks that
+ * unregistered themselves from inside their run, or whose source was
+ * destroyed while they ran, must forget the source like any completed
+ * callback, so unregistering them again after the source is freed is
+ * allowed (once a use-after-free, fixed; ASan checks it here).
+ */
 static void
 op_unregister(int c, bool try)
 {
-	if (!api_unreg_allowed(c))
-		return;
 	if (!mc[c].inuse && mc[c].lib == L_NEVER && !try)
 		return;
 	if (try) {
@@ -860,16 +852,11 @@ static void
 teardown(void)
 {
 	for (int c = 0; c < NC; c++)
-		if (mc[c].inuse && api_unreg_allowed(c))
+		if (mc[c].inuse)
 			op_unregister(c, false);
-	for (int c = 0; c < NC; c++) {
-		if (mc[c].inuse) {
-			/* Stale (see api_unreg_allowed): the user's view
-			 * ends here without touching the library. */
-			mc[c].inuse = false;
-			rc_inuse[c] = false;
-		}
-	}
+	for (int c = 0; c < NC; c++)
+		if (mc[c].inuse || rc_inuse[c])
+			api_fail("callback %d in use after unregister", c);
 	compare_logs();
 	for (int round = 0; round < NS; round++)
 		for (int s = 0; s < NS; s++)

@@ -372,7 +372,16 @@ CANCEL_API bool cancel_source_cancel_with(struct cancel_source *src,
  * Arm (or re-arm, replacing) a deadline @ns nanoseconds from now: at the
  * deadline @src is canceled with reason ETIMEDOUT (cause message "deadline
  * passed"), its callbacks running on the library thread. CANCEL_NEVER
- * disarms. Arming never allocates.
+ * disarms.
+ *
+ * Allocation: arming never allocates except the first arm in the process
+ * (this call or cancel_source_cancel_at()), which starts the library
+ * thread (two threads, see above): pthread_create() allocates their
+ * memory (two blocks in all with glibc 2.36). Re-arming, disarming and
+ * firing allocate nothing (tests/test_alloc.c counts every allocation of
+ * the process). Another work thread, and so pthread_create()'s memory,
+ * is started only when a cancel_cond_wait() wake-up must be deferred while
+ * every work thread is blocked on some other mutex (see the top).
  *
  * The library thread runs every source's callbacks in turn, so a slow
  * callback delays other sources' deadlines by at most its own run time.
@@ -388,6 +397,7 @@ CANCEL_API int cancel_source_cancel_after(struct cancel_source *src,
  * Same as cancel_source_cancel_after() with an absolute CLOCK_MONOTONIC
  * @deadline; NULL disarms. A deadline already past cancels at once on the
  * library thread. Returns: 0, EAGAIN, or EINVAL for a malformed deadline.
+ * Allocates only as the first arm in the process (see above).
  */
 CANCEL_API int cancel_source_cancel_at(struct cancel_source *src,
                                        const struct timespec *deadline);

@@ -32,6 +32,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sys/syscall.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -170,29 +171,21 @@ poll_with_many_fds_fails_every_allocation_with_enomem(void **state)
 /* ------------------------------------------------------------------ */
 
 /*
- * tests/analysis/run_valgrind.sh sets CANCEL_UNDER_VALGRIND: memcheck
- * keeps descriptors of its own near the limit, may lack pidfd_open and
- * runs 20-50 times slower, so the descriptor and EINTR tests say nothing
- * there (ASan and TSan run them). The allocation tests still run.
+ * The pidfd path of cancel_waitpid is what makes a descriptor there; a
+ * kernel or a tool without pidfd_open (valgrind 3.19 answers ENOSYS) takes
+ * the fallback, which makes none, so EMFILE cannot happen: the test is
+ * skipped then (tests/skips.allow names the configurations).
  */
 static bool
-skip_under_valgrind(void)
+have_pidfd_open(void)
 {
-	const char *e = getenv("CANCEL_UNDER_VALGRIND");
-	if (e != NULL && *e == '1') {
-		fprintf(stderr, "faults: skipped under valgrind\n");
+	long fd = syscall(SYS_pidfd_open, (long)getpid(), 0L);
+	if (fd >= 0) {
+		close((int)fd);
 		return true;
 	}
-	return false;
+	return errno != ENOSYS;
 }
-
-#define SKIP_UNDER_VALGRIND()                                                \
-	do {                                                                 \
-		if (skip_under_valgrind()) {                                 \
-			skip();                                              \
-			return;                                              \
-		}                                                            \
-	} while (0)
 
 static struct rlimit saved_limit;
 
@@ -215,7 +208,6 @@ static void
 token_fd_reports_emfile_and_recovers(void **state)
 {
 	(void)state;
-	SKIP_UNDER_VALGRIND();
 	int fds0 = tu_fd_count();
 	long live0 = cancel__test_live_objects();
 	struct cancel_source s = CANCEL_SOURCE_INITIALIZER;
@@ -244,7 +236,6 @@ static void
 poll_reports_emfile_and_recovers(void **state)
 {
 	(void)state;
-	SKIP_UNDER_VALGRIND();
 	int pfd[2];
 	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
 	int fds0 = tu_fd_count();
@@ -271,7 +262,6 @@ static void
 read_reports_emfile_and_consumes_nothing(void **state)
 {
 	(void)state;
-	SKIP_UNDER_VALGRIND();
 	int pfd[2];
 	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
 	int fds0 = tu_fd_count();
@@ -302,7 +292,16 @@ static void
 accept_reports_emfile_and_keeps_the_connection(void **state)
 {
 	(void)state;
-	SKIP_UNDER_VALGRIND();
+	/* run_valgrind.sh sets CANCEL_UNDER_VALGRIND: memcheck accepts the
+	 * connection itself, sees the descriptor above the lowered limit,
+	 * closes it and reports EMFILE: the connection is lost and the
+	 * kernel's EMFILE path never runs (tests/skips.allow). */
+	const char *vg = getenv("CANCEL_UNDER_VALGRIND");
+	if (vg != NULL && *vg == '1') {
+		fprintf(stderr, "faults: accept's EMFILE is valgrind's own\n");
+		skip();
+		return;
+	}
 	int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_true(ls >= 0);
 	struct sockaddr_in a = {.sin_family = AF_INET};
@@ -344,7 +343,11 @@ static void
 waitpid_reports_emfile_and_recovers(void **state)
 {
 	(void)state;
-	SKIP_UNDER_VALGRIND();
+	if (!have_pidfd_open()) {
+		fprintf(stderr, "faults: no pidfd_open here (ENOSYS)\n");
+		skip();
+		return;
+	}
 	int go[2];
 	assert_int_equal(pipe2(go, O_CLOEXEC), 0);
 	pid_t pid = fork();
@@ -465,11 +468,10 @@ lt_start_child(int which)
 static void
 run_lt_child(int which)
 {
-	SKIP_UNDER_VALGRIND();
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0)
-		_exit(lt_start_child(which));
+		tu_child_exit(lt_start_child(which));
 	int st = 0;
 	while (waitpid(pid, &st, 0) < 0)
 		assert_int_equal(errno, EINTR);
@@ -542,7 +544,6 @@ enum storm_call { S_SLEEP, S_WAIT, S_POLL, S_COND };
 static void
 storm_at(enum storm_call call)
 {
-	SKIP_UNDER_VALGRIND();
 	struct sigaction old;
 	/* No SA_RESTART: blocked calls see EINTR. */
 	tu_install_handler(SIGUSR1, on_usr1, 0, &old);
@@ -597,10 +598,18 @@ storm_at(enum storm_call call)
 	        "faults: storm %d: %d signals (%ld sent), took %.1f ms, "
 	        "%d spurious wake-ups\n",
 	        (int)call, seen, st.sent, (double)took / 1e6, spurious);
+	/* Under valgrind (run_valgrind.sh sets CANCEL_UNDER_VALGRIND) one
+	 * thread runs at a time: how often the storm thread gets to send, and
+	 * how late the woken waiter runs, are valgrind's scheduler's. There
+	 * the storm must still hit the call and the call neither return early
+	 * nor overrun by a second. */
+	const char *vg = getenv("CANCEL_UNDER_VALGRIND");
+	bool under_vg = vg != NULL && *vg == '1';
 	assert_true(took >= STORM_WAIT_NS);
-	assert_true(took < STORM_WAIT_NS + OVERRUN_NS);
+	assert_true(took < STORM_WAIT_NS +
+	                       (under_vg ? 1000000000ull : OVERRUN_NS));
 	/* The storm really hit the blocked call. */
-	assert_true(seen >= 20);
+	assert_true(seen >= (under_vg ? 1 : 20));
 
 	tu_restore_handler(SIGUSR1, &old);
 	assert_int_equal(cancel_source_destroy(&s), 0);

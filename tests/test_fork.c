@@ -51,7 +51,7 @@ group_setup(void **state)
 #define CHILD_CHECK(cond)                                                    \
 	do {                                                                 \
 		if (!(cond))                                                 \
-			_exit(__LINE__ % 250 + 1);                           \
+			tu_child_exit(__LINE__ % 250 + 1);                     \
 	} while (0)
 
 static void
@@ -121,7 +121,7 @@ child_main(struct cancel_source *inherited)
 	            ECANCELED);
 	CHILD_CHECK(!cancel_callback_unregister(&icb));
 	CHILD_CHECK(cancel_source_destroy(inherited) == 0);
-	_exit(0);
+	tu_child_exit(0);
 }
 
 static void

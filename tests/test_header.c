@@ -3,7 +3,7 @@
  * and alone, compiled with -std=c11 -pedantic -Werror (no _GNU_SOURCE),
  * and the library is not linked. Checks the initializers, CANCEL_TOKEN_NONE,
  * the inline query, the sizes the ABI promises, and (at compile time,
- * without referencing them) the type of every public call in SPEC.md.
+ * without referencing them) the type of every public call of cancel.h.
  */
 #include "cancel.h"
 
@@ -54,8 +54,9 @@ _Static_assert(CANCEL_VERSION_MINOR >= 0, "version macros present");
 _Static_assert(CANCEL_VERSION_PATCH >= 0, "version macros present");
 
 /*
- * The type of every public call, as SPEC.md fixes it. _Generic does not
- * evaluate its operand, so nothing is referenced and nothing is linked.
+ * The type every public call must have (the contract: argument order,
+ * token last). _Generic does not evaluate its operand, so nothing is
+ * referenced and nothing is linked.
  */
 #define HAS_TYPE(fn, type) _Generic(&(fn), type: 1, default: 0)
 #define API(fn, type) _Static_assert(HAS_TYPE(fn, type), #fn " has type " #type)

@@ -4,6 +4,8 @@
  * source's waiter count, not with sleeps), nothing lost or duplicated,
  * descriptor flags left alone, no SIGPIPE, and no descriptor leaked.
  */
+/* ctest: TIMING */
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

@@ -1,6 +1,8 @@
 /*
  * cancel_poll (run on both backends).
  */
+/* ctest: TIMING */
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

@@ -5,6 +5,8 @@
  * cancel_source_cancel_on_signal() installs, retargets and rejects.
  * Every test restores the dispositions it changed.
  */
+/* ctest: TIMING */
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

@@ -1,6 +1,8 @@
 /*
  * cancel_sleep and cancel_sleep_until (run on both backends).
  */
+/* ctest: TIMING */
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

@@ -4,6 +4,8 @@
  * that signals a CLOCK_MONOTONIC condvar; "did not fire" is checked past
  * the deadline using a second, later-armed source as the clock.
  */
+/* ctest: TIMING */
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

@@ -1,6 +1,8 @@
 /*
  * cancel_wait and the park/unpark backend (run on both backends).
  */
+/* ctest: TIMING */
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

@@ -35,6 +35,18 @@
 #endif
 #endif
 
+/*
+ * _exit() for a forked child that used the library. The coverage build
+ * (CANCEL_COVERAGE, the coverage preset) first writes the child's
+ * counters, which _exit() would drop.
+ */
+#ifdef CANCEL_COVERAGE
+void __gcov_dump(void);
+#define tu_child_exit(code) (__gcov_dump(), _exit(code))
+#else
+#define tu_child_exit(code) _exit(code)
+#endif
+
 static inline uint64_t
 tu_now_ns(void)
 {

@@ -10,10 +10,19 @@
 #   bugprone-easily-swappable-parameters
 #     flags adjacent parameters of one type, which the SPEC's and
 #     internal.h's fixed signatures have (park(word, expected, deadline)).
-# Prints the number of files checked, findings and suppressed findings.
+# A file counts as checked only when clang-tidy ran on it and exited 0
+# (warnings do not change its status; a compile error, a crash or a
+# missing tool do): a missing clang-tidy or a file not analysed fails the
+# script. Prints the number of files checked, findings and suppressed
+# findings.
 . "$(dirname "$0")/common.sh"
 
 TIDY=${CLANG_TIDY:-clang-tidy}
+if ! command -v "$TIDY" >/dev/null 2>&1; then
+	echo "clang-tidy: $TIDY not found (apt-get install clang-tidy)" >&2
+	finish clang-tidy 0 1
+	exit 1
+fi
 BUILD=$ANALYSIS/tidy
 configure_build "$BUILD" -DCMAKE_EXPORT_COMPILE_COMMANDS=ON \
 	-DCMAKE_BUILD_TYPE=Debug -DCANCEL_BUILD_BENCH=OFF \
@@ -31,9 +40,25 @@ for e in json.load(open("compile_commands.json")):
 ' | sort -u)
 log=$ANALYSIS/clang-tidy.log
 : >"$log"
+checked=0
+failures=0
 for f in "${FILES[@]}"; do
-	"$TIDY" -p "$BUILD" --checks="$CHECKS" --quiet "$f" >>"$log" 2>/dev/null
+	rc=0
+	"$TIDY" -p "$BUILD" --checks="$CHECKS" --quiet "$f" >>"$log" \
+		2>"$log.err" || rc=$?
+	# Warnings leave the status 0; an error (the file did not compile,
+	# the tool crashed) makes it non-zero: the file was not analysed.
+	if ((rc != 0)); then
+		echo "clang-tidy: $f: not analysed (exit $rc):" >&2
+		head -n 10 "$log.err" >&2
+		failures=$((failures + 1))
+		continue
+	fi
+	checked=$((checked + 1))
 done
+if ((${#FILES[@]} == 0)); then
+	echo "clang-tidy: no src/*.c in $BUILD/compile_commands.json" >&2
+fi
 
 read -r findings suppressed < <(python3 - "$log" "$ROOT" \
 	"$(dirname "$0")/clang_tidy.supp" <<'PY'
@@ -74,5 +99,9 @@ for line in open(log):
 print(found, supp_n)
 PY
 )
+if [[ -z ${findings:-} ]]; then
+	echo "clang-tidy: the log could not be parsed (python3?)" >&2
+	findings=1 suppressed=0
+fi
 echo "clang-tidy: $suppressed suppressed (see clang_tidy.supp)"
-finish clang-tidy "${#FILES[@]} files" "$findings"
+finish clang-tidy "$checked files" $((findings + failures))
