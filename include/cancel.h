@@ -212,9 +212,8 @@ struct cancel_source {
 	int32_t fd_;
 	int32_t wfd_;
 	uint64_t deadline_;
-	struct cancel_source *tchild_;
 	struct cancel_source *tnext_;
-	struct cancel_source *tprev_;
+	struct cancel_source **tpprev_;
 	uint32_t tflags_;
 	uint32_t gen_;
 	struct cancel_callback link_;
