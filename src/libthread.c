@@ -712,10 +712,6 @@ cancel__timer_disarm(struct cancel_source *src)
 	 * source that never armed (SEEN clear) takes no lock at all. */
 	if (!(ld_acquire(&src->tflags_) & T_SEEN))
 		return;
-	int cs;
-	/* pthread_cond_wait is a cancellation point: never unwind with
-	 * lt_mu held. */
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
 	pthread_mutex_lock(&lt_mu);
 	disarm_locked(src);
 	if (firing == src && lt_self) {
@@ -728,10 +724,17 @@ cancel__timer_disarm(struct cancel_source *src)
 		 */
 		firing = NULL;
 	}
-	while (firing == src)
-		pthread_cond_wait(&lt_cv, &lt_mu);
+	if (firing == src) {
+		/* pthread_cond_wait is a cancellation point: never unwind
+		 * with lt_mu held (set only here: it costs as much as the
+		 * lock, and a firing in progress is rare). */
+		int cs;
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
+		while (firing == src)
+			pthread_cond_wait(&lt_cv, &lt_mu);
+		pthread_setcancelstate(cs, NULL);
+	}
 	pthread_mutex_unlock(&lt_mu);
-	pthread_setcancelstate(cs, NULL);
 }
 
 uint64_t
