@@ -163,7 +163,11 @@ static struct cancel_source *sig_head;
  *     lands on a lower level, so an entry moves at most 8 times before it
  *     fires (O(1) amortized expiry). At level 0 each entry is compared
  *     with its exact deadline and fires only once the clock has reached
- *     it: never early.
+ *     it: never early;
+ *   - an entry's slot may come up EARLIER than its deadline, never later:
+ *     pushing a deadline later without the lock (cancel__timer_arm())
+ *     leaves the entry where it was, and its slot, when it comes, simply
+ *     re-inserts it.
  *
  * Lists are singly linked forward (tnext_) with a back pointer to the
  * pointer that points at the entry (tpprev_: a slot head, the pending
@@ -320,12 +324,12 @@ wheel_advance(uint64_t now)
 			struct cancel_source *s, *next;
 			for (s = *head; s != NULL; s = next) {
 				next = s->tnext_;
-				uint64_t d = ld_relaxed(&s->deadline_);
 				if (claim_due(s, now)) {
 					list_unlink(s);
 					due_insert(s,
 					           ld_relaxed(&s->deadline_));
-				} else if ((d >> W_SHIFT) != start) {
+				} else if ((ld_relaxed(&s->deadline_) >>
+				            W_SHIFT) != start) {
 					/* Pushed later without the lock. */
 					list_unlink(s);
 					wheel_insert(s,
@@ -389,6 +393,11 @@ wheel_next(void)
 		if (e < d)
 			d = e;
 	}
+	/* An entry pushed later without the lock still sits in its old
+	 * slot, maybe past entries of later slots: a minimum beyond this
+	 * slot's end proves nothing, so wake at its start and re-insert. */
+	if ((d >> W_SHIFT) - start >= (1ull << (lv * W_BITS)))
+		return start << W_SHIFT;
 	return d;
 }
 
@@ -1031,3 +1040,4 @@ lt_register_atfork(void)
 {
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
+
