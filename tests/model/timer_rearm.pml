@@ -10,11 +10,14 @@
  *
  *   Timer (under lt_mu): claim: DUE = 1, then read the deadline; reached
  *     -> on the due list; not reached -> DUE = 0, keep it. Later, under
- *     lt_mu again: if still on the due list, pop it and fire.
- *   Arm, fast path: DUE set? -> slow. old = deadline; CAS(old -> LATER)
- *     or slow; DUE set now? -> slow; else done (no lock).
+ *     lt_mu again: if still on the due list, pop it (deadline NEVER,
+ *     DUE and IN_HEAP clear) and fire.
+ *   Arm, fast path: not IN_HEAP, or DUE? -> slow. old = deadline (NEVER:
+ *     no longer armed -> slow); CAS(old -> LATER) or slow; tflags_ no
+ *     longer what it was (DUE set or IN_HEAP clear)? -> slow; else done,
+ *     no lock.
  *   Arm, slow path (cancel__timer_arm under lt_mu): take the entry off
- *     the due list if it is there, store LATER, clear DUE.
+ *     the due list if it is there, store LATER, IN_HEAP, DUE clear.
  *
  * Property: a fast push that returned success is never followed by a
  * fire at the old deadline (the fire would be early for the caller, who
@@ -26,11 +29,13 @@
  * fires after the push returned).
  */
 
+#define NEVER 0
 #define OLD 1
 #define LATER 2
 
 bit mu;
-bit due;
+bool inheap = true;	/* tflags_ IN_HEAP */
+bit due;		/* tflags_ DUE */
 byte dl = OLD;
 bool ondue;     /* on the due list (claimed, not yet popped) */
 bool fired;     /* fired at the old deadline */
@@ -53,7 +58,9 @@ proctype Timer()
 	/* run_timers: pop and fire, lt_mu dropped around the cancel */
 	lock();
 	if
-	:: ondue -> ondue = false; due = 0; fired = (d == OLD)
+	:: ondue -> ondue = false; dl = NEVER;
+	   atomic { due = 0; inheap = false };	/* one tflags_ store */
+	   fired = (d == OLD)
 	:: else -> skip
 	fi;
 	unlock()
@@ -63,10 +70,14 @@ proctype Arm()
 {
 	byte old;
 	if
-	:: due -> goto slow
+	:: due || !inheap -> goto slow
 	:: else -> skip
 	fi;
 	old = dl;
+	if
+	:: old == NEVER -> goto slow	/* fired, or disarmed */
+	:: else -> skip
+	fi;
 	atomic {
 		if
 		:: dl == old -> dl = LATER
@@ -74,8 +85,9 @@ proctype Arm()
 		fi
 	}
 #ifndef BROKEN_NO_RECHECK
+	/* tflags_ still what it was: IN_HEAP, not DUE */
 	if
-	:: due -> goto slow
+	:: due || !inheap -> goto slow
 	:: else -> skip
 	fi;
 #endif
@@ -89,6 +101,7 @@ slow:
 	fi;
 	dl = LATER;
 	due = 0;
+	inheap = true;
 	unlock();
 done:
 	skip
