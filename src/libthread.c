@@ -370,9 +370,10 @@ wheel_advance(uint64_t now)
  * (see above). At level 0 (1.024 us of deadlines) its entries are scanned
  * for the exact minimum; at a higher level a slot of one entry gives that
  * entry's exact deadline (a lone deadline: one wake-up, as precise as the
- * old pairing heap was); a slot of several gives its start tick, where the thread
- * cascades it and looks again, each time at a finer level, so the last
- * sleep always ends at an exact deadline.
+ * old pairing heap was); a slot of several gives its start tick, where
+ * the thread cascades it and looks again, each time at a finer level, so
+ * the last sleep always ends at an exact deadline (a minimum past the
+ * slot's end means entries pushed later: the slot start, see below).
  */
 static uint64_t
 wheel_next(void)
