@@ -233,9 +233,9 @@ core_unregister_fast(struct cancel_source *src, struct cancel_callback *cb)
  *   spare_                  the fd's fork generation: set with the fd
                              (fd.c), read only while wfd_ is set
  *   next_deferred_          set when queued (propagation, signal finish)
- *   deadline_, tchild_, tnext_, tprev_
- *                           set by heap_insert; read only while in the
- *                           heap (tflags_ IN_HEAP) or by the heap itself
+ *   deadline_, tnext_, tpprev_
+ *                           set when armed; read only while armed
+ *                           (tflags_ ARMED) or by the timer wheel itself
  *   link_                   set by the link's registration; read only
  *                           for index < nlinks_
  *   cause_msg_, cause_when_ set with the cause; read only once

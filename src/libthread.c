@@ -5,10 +5,11 @@
  * ppoll() on a wake-up descriptor, with a relative timeout recomputed from
  * CLOCK_MONOTONIC on every loop, and serves three clients:
  *
- *   1. The timer. Armed sources sit in an intrusive pairing heap threaded
- *      through their own fields (deadline_, tchild_, tnext_, tprev_), so
- *      arming never allocates. Due sources are canceled with reason
- *      ETIMEDOUT one at a time, earliest deadline first.
+ *   1. The timer. Armed sources sit in a hierarchical timing wheel
+ *      (below) threaded through their own fields (deadline_, tnext_,
+ *      tpprev_), so arming never allocates; arm, re-arm and disarm are
+ *      O(1), and expiry O(1) amortized. Due sources are canceled with
+ *      reason ETIMEDOUT one at a time, earliest deadline first.
  *   2. Deferred work items (struct cancel__work) for condition waits: each
  *      fn runs with no library lock held, so it may block on a user mutex.
  *      They run on a second, companion thread (the "work thread"), never
@@ -34,22 +35,23 @@
  *   - After a firing's cancel has returned, the thread never touches that
  *     source again, so a callback may destroy and free it.
  *   - Arming wakes the thread only when the new deadline is earlier than
- *     the one it sleeps toward, so re-arming (a watchdog pushed forward)
- *     and disarming cost a lock and a few pointer moves, no system call.
- *     A disarmed or pushed-back earliest deadline costs one spurious
+ *     the one it sleeps toward, so arming and disarming cost a lock and a
+ *     few pointer moves, no system call, and pushing an armed deadline
+ *     later (a watchdog, a keep-alive timeout) takes no lock at all. A
+ *     disarmed or pushed-back earliest deadline costs one spurious
  *     wake-up at the old time.
  *   - The thread never exits and runs with pthread cancellation
  *     disabled; the library's own condvar waits (disarm, work wait)
  *     disable pthread_cancel while they hold its mutex.
  *
- * Locking: one mutex (lt_mu) guards the heap, the work queue, `firing`
+ * Locking: one mutex (lt_mu) guards the wheel, the work queue, `firing`
  * and the thread's start; one condvar (lt_cv, never timed, so its clock
  * does not matter) announces the end of a firing or of a work item. The
  * signal list is lock-free (handlers cannot lock).
  *
  * fork(): the prepare handler takes lt_mu and the parent handler releases
  * it, so no other thread holds it at the fork; the child handler resets
- * everything, then releases it: no thread, fresh condvar, empty heap,
+ * everything, then releases it: no thread, fresh condvar, empty wheel,
  * queue and signal list, wake descriptor closed. A new generation number
  * makes sources armed before the fork read as not armed, so their
  * deadlines never fire in the child and disarming them is safe. The thread
@@ -63,7 +65,9 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 
 #ifdef __linux__
@@ -71,13 +75,16 @@
 #endif
 
 /*
- * tflags_ of a source: bit 0 IN_HEAP (armed now), bit 1 SEEN (armed at
- * least once in this generation; disarm takes the lock only then), bits
- * 2-31 the fork generation the bits belong to. All-zero: never armed.
+ * tflags_ of a source: bit 0 IN_HEAP (armed now: on the wheel, the pending
+ * or the due list), bit 1 SEEN (armed at least once in this generation;
+ * disarm takes the lock only then), bit 2 DUE (claimed by the library
+ * thread for firing: see claim_due()), bits 3-31 the fork generation the
+ * bits belong to. All-zero: never armed.
  */
 #define T_IN_HEAP 0x1u
 #define T_SEEN 0x2u
-#define T_GEN_SHIFT 2
+#define T_DUE 0x4u
+#define T_GEN_SHIFT 3
 
 /* Work item states (cancel__work.state, under lt_mu). */
 #define W_IDLE 0u    /* never posted, revoked, or finished */
@@ -123,8 +130,7 @@ static int lt_wfd = -1;
 static uint32_t lt_gen;
 static _Thread_local bool lt_self;
 
-/* Under lt_mu. */
-static struct cancel_source *heap_root;
+/* Under lt_mu (with the wheel, below). */
 /* The deadline the thread last planned to sleep until (CANCEL_NEVER: no
  * timeout). An arm kicks only when it is earlier: an arm made before the
  * plan is seen by it, one made after compares against it. */
@@ -137,95 +143,263 @@ static struct cancel__work *work_tail;
 static struct cancel_source *sig_head;
 
 /* ------------------------------------------------------------------ */
-/* Pairing heap on deadline_ (all under lt_mu)                        */
+/* Hierarchical timing wheel on deadline_ (all under lt_mu)           */
 /* ------------------------------------------------------------------ */
 /*
- * tchild_ is the first child, tnext_ the next sibling, tprev_ the previous
- * sibling or, for a first child, the parent. deadline_ is written with
- * relaxed atomic stores because cancel__timer_deadline() reads it without
- * the lock (a racing query may see either value).
+ * Time counts in ticks of 2^W_SHIFT ns (1.024 us). Level L has 64 slots of
+ * 64^L ticks each: 1.024 us, 65.5 us, 4.19 ms, 268 ms, 17.2 s, 18.3 min,
+ * 19.5 h, 52.1 days, 9.1 years; nine levels cover every 64-bit deadline,
+ * so nothing needs an overflow list. An entry's key is its deadline's tick
+ * (never below w_elapsed, the wheel's own time, which is at most now); it
+ * sits at the level of the highest 6-bit digit in which the key differs
+ * from w_elapsed, in the slot that digit names (as in tokio). Hence:
+ *
+ *   - every entry of a lower level is due before every entry of a higher
+ *     one, and at each level the occupied slots lie at or after
+ *     w_elapsed's own digit: the earliest entry is in the first occupied
+ *     slot (bitmap occ) of the lowest non-empty level;
+ *   - when that slot's start time comes, w_elapsed moves to it and its
+ *     entries are re-inserted by their exact deadline_ (cascaded): each
+ *     lands on a lower level, so an entry moves at most 8 times before it
+ *     fires (O(1) amortized expiry). At level 0 each entry is compared
+ *     with its exact deadline and fires only once the clock has reached
+ *     it: never early;
+ *   - an entry's slot may come up EARLIER than its deadline, never later:
+ *     pushing a deadline later without the lock (cancel__timer_arm())
+ *     leaves the entry where it was, and its slot, when it comes, simply
+ *     re-inserts it.
+ *
+ * Lists are singly linked forward (tnext_) with a back pointer to the
+ * pointer that points at the entry (tpprev_: a slot head, the pending
+ * list head, the due list head, or the previous entry's tnext_), so
+ * unlinking is O(1) and needs no knowledge of which list holds it.
+ * deadline_ is read without lt_mu by cancel__timer_deadline() and written
+ * without it by the re-arm fast path (see cancel__timer_arm()), hence the
+ * atomic accesses.
  */
+#define W_SHIFT 10
+#define W_BITS 6
+#define W_SLOTS 64u
+#define W_LEVELS 9u
+/* Cascading drops lt_mu after this many entries, so arms wait briefly. */
+#define W_BATCH 256u
 
-static uint64_t
-key(struct cancel_source *s)
+static struct cancel_source *wheel[W_LEVELS][W_SLOTS];
+static uint64_t occ[W_LEVELS];
+/* The wheel's time in ticks: at most the clock, never going back. */
+static uint64_t w_elapsed;
+/* Entries taken from a slot whose time has come, being cascaded. */
+static struct cancel_source *pend_head;
+/* Entries due, in deadline order, waiting to fire. */
+static struct cancel_source *due_head;
+static struct cancel_source **due_tail = &due_head;
+
+static void
+list_push(struct cancel_source **head, struct cancel_source *s)
 {
-	return ld_relaxed(&s->deadline_);
+	s->tnext_ = *head;
+	if (s->tnext_ != NULL)
+		s->tnext_->tpprev_ = &s->tnext_;
+	s->tpprev_ = head;
+	*head = s;
 }
 
-/* Meld two roots (tnext_/tprev_ clear); returns the new root. */
-static struct cancel_source *
-meld(struct cancel_source *a, struct cancel_source *b)
+static void
+list_unlink(struct cancel_source *s)
 {
-	if (key(b) < key(a)) {
-		struct cancel_source *t = a;
-		a = b;
-		b = t;
+	struct cancel_source **pp = s->tpprev_;
+
+	*pp = s->tnext_;
+	if (s->tnext_ != NULL)
+		s->tnext_->tpprev_ = pp;
+	else if (due_tail == &s->tnext_)
+		due_tail = pp;
+	if (*pp == NULL) {
+		/* The last entry of a wheel slot (addresses compared as
+		 * integers: pp may point anywhere). */
+		uintptr_t i = ((uintptr_t)pp - (uintptr_t)&wheel[0][0]) /
+		              sizeof(wheel[0][0]);
+		if (i < W_LEVELS * W_SLOTS)
+			occ[i / W_SLOTS] &= ~(1ull << (i % W_SLOTS));
 	}
-	b->tnext_ = a->tchild_;
-	if (a->tchild_ != NULL)
-		a->tchild_->tprev_ = b;
-	b->tprev_ = a;
-	a->tchild_ = b;
-	return a;
+	s->tnext_ = NULL;
+	s->tpprev_ = NULL;
 }
 
-/* Two-pass pairing of a sibling list, iteratively (no recursion). */
-static struct cancel_source *
-merge_pairs(struct cancel_source *first)
+/*
+ * Put @s (deadline @d) on the due list after every entry with a deadline
+ * at or before @d, searching back from the tail: entries arrive tick by
+ * tick, so the search stays within the current tick's few entries and the
+ * list fires in exact deadline order.
+ */
+static void
+due_insert(struct cancel_source *s, uint64_t d)
 {
-	struct cancel_source *stack = NULL;
+	struct cancel_source **pp = due_tail;
 
-	/* Pass 1, left to right: meld pairs, push each result. */
-	while (first != NULL) {
-		struct cancel_source *a = first;
-		struct cancel_source *b = a->tnext_;
-		struct cancel_source *rest = b != NULL ? b->tnext_ : NULL;
+	while (pp != &due_head) {
+		struct cancel_source *p = (struct cancel_source *)(void *)(
+			(char *)pp - offsetof(struct cancel_source, tnext_));
+		if (ld_relaxed(&p->deadline_) <= d)
+			break;
+		pp = p->tpprev_;
+	}
+	if (*pp == NULL)
+		due_tail = &s->tnext_;
+	list_push(pp, s);
+}
 
-		a->tnext_ = a->tprev_ = NULL;
-		if (b != NULL) {
-			b->tnext_ = b->tprev_ = NULL;
-			a = meld(a, b);
+static void
+wheel_insert(struct cancel_source *s, uint64_t deadline_ns)
+{
+	uint64_t k = deadline_ns >> W_SHIFT;
+	if (k < w_elapsed)
+		k = w_elapsed; /* already due: the current level-0 slot */
+	uint64_t x = k ^ w_elapsed;
+	unsigned lv = x == 0 ? 0u
+	                     : (63u - (unsigned)__builtin_clzll(x)) / W_BITS;
+	unsigned sl = (unsigned)(k >> (lv * W_BITS)) & (W_SLOTS - 1);
+	list_push(&wheel[lv][sl], s);
+	occ[lv] |= 1ull << sl;
+}
+
+/* The first occupied slot of the lowest non-empty level and its start
+ * tick; false if the wheel is empty. */
+static bool
+wheel_first(unsigned *lvp, unsigned *slp, uint64_t *startp)
+{
+	for (unsigned lv = 0; lv < W_LEVELS; lv++) {
+		if (occ[lv] == 0)
+			continue;
+		unsigned sl = (unsigned)__builtin_ctzll(occ[lv]);
+		unsigned hi = (lv + 1) * W_BITS; /* at most 54 */
+		*lvp = lv;
+		*slp = sl;
+		*startp = ((w_elapsed >> hi) << hi) |
+		          ((uint64_t)sl << (lv * W_BITS));
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Claim @s for firing if its exact deadline has passed at @now. The flag
+ * T_DUE and the deadline form a Dekker pair with the lock-free re-arm in
+ * cancel__timer_arm(): here store DUE, then load deadline_; there CAS
+ * deadline_, then load tflags_, all sequentially consistent. Either we
+ * see the later deadline (and keep the entry), or the re-arm sees DUE and
+ * redoes itself under lt_mu.
+ */
+static bool
+claim_due(struct cancel_source *s, uint64_t now)
+{
+	if (ld_relaxed(&s->deadline_) > now)
+		return false;
+	uint32_t f = ld_relaxed(&s->tflags_);
+	st_seq(&s->tflags_, f | T_DUE);
+	if (ld_seq(&s->deadline_) > now) {
+		st_relaxed(&s->tflags_, f);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Move every entry whose exact deadline is at or before @now to the due
+ * list, earliest tick first. May drop lt_mu for a moment while cascading
+ * a large slot (arms and disarms meanwhile see a consistent wheel: the
+ * rest of the slot waits on pend_head).
+ */
+static void
+wheel_advance(uint64_t now)
+{
+	uint64_t nt = now >> W_SHIFT;
+	unsigned lv, sl;
+	uint64_t start;
+
+	while (wheel_first(&lv, &sl, &start) && start <= nt) {
+		struct cancel_source **head = &wheel[lv][sl];
+		w_elapsed = start;
+		if (lv == 0) {
+			struct cancel_source *s, *next;
+			for (s = *head; s != NULL; s = next) {
+				next = s->tnext_;
+				if (claim_due(s, now)) {
+					list_unlink(s);
+					due_insert(s,
+					           ld_relaxed(&s->deadline_));
+				} else if ((ld_relaxed(&s->deadline_) >>
+				            W_SHIFT) != start) {
+					/* Pushed later without the lock. */
+					list_unlink(s);
+					wheel_insert(s,
+					             ld_relaxed(&s->deadline_));
+				}
+			}
+			if (*head != NULL)
+				break; /* due later in this very tick */
+			continue;
 		}
-		a->tnext_ = stack;
-		stack = a;
-		first = rest;
+		/* Cascade the slot: each entry goes one level down or more. */
+		pend_head = *head;
+		*head = NULL;
+		occ[lv] &= ~(1ull << sl);
+		pend_head->tpprev_ = &pend_head;
+		unsigned n = 0;
+		while (pend_head != NULL) {
+			struct cancel_source *s = pend_head;
+			list_unlink(s);
+			wheel_insert(s, ld_relaxed(&s->deadline_));
+			if (++n % W_BATCH == 0) {
+				pthread_mutex_unlock(&lt_mu);
+				pthread_mutex_lock(&lt_mu);
+			}
+		}
 	}
-	/* Pass 2, right to left: meld each into the accumulated root. */
-	struct cancel_source *root = NULL;
-	while (stack != NULL) {
-		struct cancel_source *a = stack;
-		stack = a->tnext_;
-		a->tnext_ = NULL;
-		root = root == NULL ? a : meld(root, a);
-	}
-	return root;
+	/* Every remaining slot starts after nt (or is nt's own level-0
+	 * slot), so w_elapsed may jump to nt without moving any entry: the
+	 * digits above each entry's level still agree with nt's. */
+	if (nt > w_elapsed)
+		w_elapsed = nt;
 }
 
-static void
-heap_insert(struct cancel_source *s)
+/*
+ * When the library thread should wake next: exact where the earliest
+ * deadline is known exactly, else early (never late) at a slot start.
+ * The first occupied slot of the lowest level holds the earliest entry
+ * (see above). At level 0 (1.024 us of deadlines) its entries are scanned
+ * for the exact minimum; at a higher level a slot of one entry gives that
+ * entry's exact deadline (a lone deadline: one wake-up, as precise as the
+ * old pairing heap was); a slot of several gives its start tick, where
+ * the thread cascades it and looks again, each time at a finer level, so
+ * the last sleep always ends at an exact deadline (a minimum past the
+ * slot's end means entries pushed later: the slot start, see below).
+ */
+static uint64_t
+wheel_next(void)
 {
-	s->tchild_ = s->tnext_ = s->tprev_ = NULL;
-	heap_root = heap_root == NULL ? s : meld(heap_root, s);
-}
+	unsigned lv, sl;
+	uint64_t start;
 
-static void
-heap_remove(struct cancel_source *s)
-{
-	if (s == heap_root) {
-		heap_root = merge_pairs(s->tchild_);
-	} else {
-		struct cancel_source *p = s->tprev_;
-		if (p->tchild_ == s)
-			p->tchild_ = s->tnext_;
-		else
-			p->tnext_ = s->tnext_;
-		if (s->tnext_ != NULL)
-			s->tnext_->tprev_ = p;
-		struct cancel_source *sub = merge_pairs(s->tchild_);
-		if (sub != NULL)
-			heap_root = meld(heap_root, sub);
+	if (due_head != NULL || pend_head != NULL)
+		return 0;
+	if (!wheel_first(&lv, &sl, &start))
+		return CANCEL_NEVER;
+	struct cancel_source *s = wheel[lv][sl];
+	if (lv > 0 && s->tnext_ != NULL)
+		return start << W_SHIFT;
+	uint64_t d = CANCEL_NEVER;
+	for (; s != NULL; s = s->tnext_) {
+		uint64_t e = ld_relaxed(&s->deadline_);
+		if (e < d)
+			d = e;
 	}
-	s->tchild_ = s->tnext_ = s->tprev_ = NULL;
+	/* An entry pushed later without the lock still sits in its old
+	 * slot, maybe past entries of later slots: a minimum beyond this
+	 * slot's end proves nothing, so wake at its start and re-insert. */
+	if ((d >> W_SHIFT) - start >= (1ull << (lv * W_BITS)))
+		return start << W_SHIFT;
+	return d;
 }
 
 /* ------------------------------------------------------------------ */
@@ -242,9 +416,9 @@ gen_bits(void)
 static uint32_t
 live_flags(uint32_t t)
 {
-	if ((t & ~(T_IN_HEAP | T_SEEN)) != gen_bits())
+	if ((t & ~(T_IN_HEAP | T_SEEN | T_DUE)) != gen_bits())
 		return 0;
-	return t & (T_IN_HEAP | T_SEEN);
+	return t & (T_IN_HEAP | T_SEEN | T_DUE);
 }
 
 /* ------------------------------------------------------------------ */
@@ -353,7 +527,7 @@ lt_main(void *arg)
 		}
 
 		pthread_mutex_lock(&lt_mu);
-		uint64_t d = heap_root != NULL ? key(heap_root) : CANCEL_NEVER;
+		uint64_t d = wheel_next();
 		sleep_until = d;
 		pthread_mutex_unlock(&lt_mu);
 
@@ -428,17 +602,20 @@ out:
 /* Client 1: the timer                                                */
 /* ------------------------------------------------------------------ */
 
-/* Fire every due source, earliest first, one at a time. */
+/* Fire every due source, earliest tick first, one at a time. */
 static void
 run_timers(void)
 {
 	uint32_t gen = ld_relaxed(&lt_gen);
 	pthread_mutex_lock(&lt_mu);
 	for (;;) {
-		struct cancel_source *s = heap_root;
-		if (s == NULL || key(s) > cancel__now_ns())
-			break;
-		heap_remove(s);
+		if (due_head == NULL) {
+			wheel_advance(cancel__now_ns());
+			if (due_head == NULL)
+				break;
+		}
+		struct cancel_source *s = due_head;
+		list_unlink(s);
 		st_relaxed(&s->deadline_, CANCEL_NEVER);
 		/* Release pairs with cancel__timer_disarm()'s acquire. */
 		st_release(&s->tflags_, gen_bits() | T_SEEN);
@@ -458,18 +635,48 @@ run_timers(void)
 	pthread_mutex_unlock(&lt_mu);
 }
 
+/*
+ * Push an armed source's deadline later without lt_mu: the entry stays in
+ * its slot, which now comes up early; the wheel then re-inserts it by its
+ * exact deadline (a keep-alive timeout re-armed on every read costs one
+ * CAS on the source, no shared cache line). True if done; false if the
+ * locked path must do it (not armed, earlier, or claimed for firing).
+ */
+static bool
+rearm_later(struct cancel_source *src, uint64_t deadline_ns)
+{
+	/* Acquire pairs with the release stores of arm and run_timers. */
+	uint32_t f = ld_acquire(&src->tflags_);
+	if (live_flags(f) != (T_IN_HEAP | T_SEEN))
+		return false;
+	uint64_t old = ld_relaxed(&src->deadline_);
+	if (deadline_ns < old || old == CANCEL_NEVER)
+		return false;
+	/* Sequentially consistent, with the load below: the Dekker pair of
+	 * claim_due() (tests/model/timer_rearm.pml). A disarm or a firing
+	 * stores CANCEL_NEVER, so the CAS fails on a source no longer
+	 * armed. */
+	if (!cas_seq(&src->deadline_, &old, deadline_ns))
+		return false;
+	/* The wheel's thread never wakes later than the old deadline, so
+	 * no kick. If the entry was claimed meanwhile, redo under lt_mu. */
+	return ld_seq(&src->tflags_) == f;
+}
+
 int
 cancel__timer_arm(struct cancel_source *src, uint64_t deadline_ns)
 {
+	if (rearm_later(src, deadline_ns))
+		return 0;
 	int rc = cancel__lt_ensure();
 	if (rc != 0)
 		return rc;
 
 	pthread_mutex_lock(&lt_mu);
 	if (live_flags(ld_relaxed(&src->tflags_)) & T_IN_HEAP)
-		heap_remove(src);
+		list_unlink(src);
 	st_relaxed(&src->deadline_, deadline_ns);
-	heap_insert(src);
+	wheel_insert(src, deadline_ns);
 	/* Release pairs with the acquire loads in cancel__timer_disarm()
 	 * and cancel__timer_deadline(). */
 	st_release(&src->tflags_, gen_bits() | T_SEEN | T_IN_HEAP);
@@ -483,14 +690,14 @@ cancel__timer_arm(struct cancel_source *src, uint64_t deadline_ns)
 	return 0;
 }
 
-/* Take @src out of the heap; under lt_mu. */
+/* Take @src off the wheel; under lt_mu. */
 static void
 disarm_locked(struct cancel_source *src)
 {
 	uint32_t f = live_flags(ld_relaxed(&src->tflags_));
 
 	if (f & T_IN_HEAP) {
-		heap_remove(src);
+		list_unlink(src);
 		st_relaxed(&src->deadline_, CANCEL_NEVER);
 	}
 	st_relaxed(&src->tflags_, f ? (gen_bits() | T_SEEN) : 0u);
@@ -515,10 +722,6 @@ cancel__timer_disarm(struct cancel_source *src)
 	 * source that never armed (SEEN clear) takes no lock at all. */
 	if (!(ld_acquire(&src->tflags_) & T_SEEN))
 		return;
-	int cs;
-	/* pthread_cond_wait is a cancellation point: never unwind with
-	 * lt_mu held. */
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
 	pthread_mutex_lock(&lt_mu);
 	disarm_locked(src);
 	if (firing == src && lt_self) {
@@ -531,10 +734,17 @@ cancel__timer_disarm(struct cancel_source *src)
 		 */
 		firing = NULL;
 	}
-	while (firing == src)
-		pthread_cond_wait(&lt_cv, &lt_mu);
+	if (firing == src) {
+		/* pthread_cond_wait is a cancellation point: never unwind
+		 * with lt_mu held (set only here: it costs as much as the
+		 * lock, and a firing in progress is rare). */
+		int cs;
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
+		while (firing == src)
+			pthread_cond_wait(&lt_cv, &lt_mu);
+		pthread_setcancelstate(cs, NULL);
+	}
 	pthread_mutex_unlock(&lt_mu);
-	pthread_setcancelstate(cs, NULL);
 }
 
 uint64_t
@@ -807,7 +1017,10 @@ atfork_child(void)
 	wt_current = NULL;
 	wt_total = 0;
 	wt_idle = 0;
-	heap_root = NULL;
+	memset(wheel, 0, sizeof(wheel));
+	memset(occ, 0, sizeof(occ));
+	pend_head = due_head = NULL;
+	due_tail = &due_head;
 	sleep_until = CANCEL_NEVER;
 	firing = NULL;
 	work_head = work_tail = NULL;
@@ -828,3 +1041,4 @@ lt_register_atfork(void)
 {
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
+

@@ -201,6 +201,10 @@ check timer safety ok -DSELF
 check timer_broken_no_wait safety 'assertion violated  !(sfreed)'
 check timer_broken_wait_self safety 'invalid end state'
 
+# a lock-free push of a deadline racing its claim (src/libthread.c)
+check timer_rearm safety ok
+check timer_rearm_broken_no_recheck safety 'assertion violated  !((fast_ok&&fired))'
+
 # canceling from a signal handler (src/signal.c, src/libthread.c)
 check signal safety ok
 check signal safety ok -DPTHREAD

@@ -1,0 +1,568 @@
+/*
+ * The timer's timing wheel at scale and at its edges (src/libthread.c):
+ * many random deadlines fire exactly once, never early, in deadline
+ * order; re-arm storms from 4 threads; far deadlines (years, and the
+ * saturated tv_sec 2e10) and deadlines on every level's slot boundary;
+ * disarm and re-arm racing the expiry on heap sources freed at once; fork
+ * with many sources armed. Sizes: 100,000 by default, 1,000,000 with
+ * CANCEL_LONG_TESTS=1.
+ */
+/* ctest: TIMING TIMEOUT 300 LABELS timer */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cancel.h"
+#include "internal.h"
+#include "testutil.h"
+
+#define US 1000ull
+#define MS 1000000ull
+#define SEC 1000000000ull
+/* The wheel's level-0 slot, the documented granularity (cancel.h). */
+#define GRAN_NS 1024ull
+
+/* Children start the library thread again after fork(): let TSan allow it. */
+const char *__tsan_default_options(void);
+const char *
+__tsan_default_options(void)
+{
+	return "die_after_fork=0";
+}
+
+static uint64_t
+xorshift(uint64_t *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return *x;
+}
+
+static struct timespec
+ts_of(uint64_t ns)
+{
+	struct timespec ts = {(time_t)(ns / SEC), (long)(ns % SEC)};
+	return ts;
+}
+
+/* ------------------------------------------------------------------ */
+/* Items: a source, its callback, what the callback saw               */
+/* ------------------------------------------------------------------ */
+
+struct item {
+	struct cancel_source src;
+	struct cancel_callback cb;
+	uint64_t deadline;
+	uint64_t fired_at; /* written by the callback */
+	uint32_t fired;    /* atomic */
+};
+
+static struct item *items;
+static size_t *order;
+static size_t norder; /* atomic */
+
+static void
+item_fn(void *arg)
+{
+	size_t i = (size_t)(uintptr_t)arg;
+	items[i].fired_at = tu_now_ns();
+	__atomic_fetch_add(&items[i].fired, 1u, __ATOMIC_RELAXED);
+	size_t k = __atomic_fetch_add(&norder, 1u, __ATOMIC_RELEASE);
+	if (order != NULL)
+		order[k] = i;
+}
+
+static void
+items_new(size_t n)
+{
+	items = calloc(n, sizeof(*items));
+	order = calloc(n, sizeof(*order));
+	assert_non_null(items);
+	assert_non_null(order);
+	__atomic_store_n(&norder, 0u, __ATOMIC_RELAXED);
+	for (size_t i = 0; i < n; i++) {
+		cancel_source_init(&items[i].src);
+		assert_true(cancel_callback_register(
+		        &items[i].cb, item_fn, (void *)(uintptr_t)i,
+		        cancel_source_token(&items[i].src)));
+	}
+}
+
+static void
+items_free(size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		cancel_callback_unregister(&items[i].cb);
+		assert_int_equal(cancel_source_destroy(&items[i].src), 0);
+	}
+	free(items);
+	free(order);
+	items = NULL;
+	order = NULL;
+}
+
+/* Wait until @n callbacks ran, or @timeout_ns passed; the count. */
+static size_t
+await_fired(size_t n, uint64_t timeout_ns)
+{
+	uint64_t end = tu_now_ns() + timeout_ns;
+	size_t got;
+	/* Acquire pairs with item_fn's release increment. */
+	while ((got = __atomic_load_n(&norder, __ATOMIC_ACQUIRE)) < n &&
+	       tu_now_ns() < end)
+		tu_nap();
+	return got;
+}
+
+/* ------------------------------------------------------------------ */
+/* Many random deadlines                                              */
+/* ------------------------------------------------------------------ */
+
+static void
+random_deadlines_fire_once_never_early_in_order(void **state)
+{
+	(void)state;
+	const size_t n = (size_t)tu_rounds(100000, 1000000);
+	uint64_t x = tu_seed("random_deadlines") | 1u;
+
+	items_new(n);
+	/* Spread over 2 s from a start after the arming (generous for
+	 * sanitizers); a few land on one tick, some on one nanosecond. */
+	uint64_t t0 = tu_now_ns();
+	uint64_t base = t0 + 500 * MS + n * 5 * US;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t r = xorshift(&x);
+		items[i].deadline = (r & 15) == 0 && i > 0
+		                            ? items[i - 1].deadline
+		                            : base + r % (2 * SEC);
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct timespec dl = ts_of(items[i].deadline);
+		assert_int_equal(cancel_source_cancel_at(&items[i].src, &dl),
+		                 0);
+	}
+	bool in_time = tu_now_ns() < base;
+	if (!in_time)
+		fprintf(stderr, "arming took past the first deadline: "
+		                "checking exactly-once and never-early only\n");
+
+	assert_true(await_fired(n, 120 * SEC) == n);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(items[i].fired, 1);
+		assert_true(items[i].fired_at >= items[i].deadline);
+		assert_int_equal(cancel_token_reason(cancel_source_token(
+		                         &items[i].src)),
+		                 ETIMEDOUT);
+	}
+	if (in_time) {
+		/* Deadline order within the granularity (in fact exact). */
+		for (size_t k = 1; k < n; k++)
+			assert_true(items[order[k - 1]].deadline <=
+			            items[order[k]].deadline + GRAN_NS);
+	}
+	items_free(n);
+}
+
+/* ------------------------------------------------------------------ */
+/* Re-arm storms                                                      */
+/* ------------------------------------------------------------------ */
+
+#define STORM_THREADS 4
+#define STORM_SOURCES 2000
+
+struct storm {
+	size_t first, count; /* own range of items */
+	uint64_t seed;
+	long ops;
+	uint64_t *min_dl; /* per item: smallest deadline ever asked */
+};
+
+static void
+min_store(uint64_t *p, uint64_t v)
+{
+	uint64_t old = __atomic_load_n(p, __ATOMIC_RELAXED);
+	while (v < old && !__atomic_compare_exchange_n(
+	                          p, &old, v, false, __ATOMIC_RELAXED,
+	                          __ATOMIC_RELAXED))
+		;
+}
+
+/*
+ * Re-arm random sources: half in the shared range (every thread), half in
+ * the own one; deadlines later (lock-free path), earlier (locked path),
+ * a few short enough to fire during the storm, and disarms.
+ */
+static void *
+storm_main(void *arg)
+{
+	struct storm *st = arg;
+	uint64_t x = st->seed | 1u;
+	for (long k = 0; k < st->ops; k++) {
+		uint64_t r = xorshift(&x);
+		size_t i = (r & 1) ? st->first + (r >> 8) % st->count
+		                   : (r >> 8) % STORM_SOURCES;
+		uint64_t now = tu_now_ns();
+		uint64_t d;
+		switch ((r >> 40) % 8) {
+		case 0:
+			d = now + (r >> 20) % (2 * MS); /* may fire soon */
+			break;
+		case 1:
+			cancel_source_cancel_after(&items[i].src,
+			                           CANCEL_NEVER);
+			continue;
+		default:
+			d = now + 1 * SEC + (r >> 20) % (10 * SEC);
+			break;
+		}
+		min_store(&st->min_dl[i], d);
+		struct timespec dl = ts_of(d);
+		cancel_source_cancel_at(&items[i].src, &dl);
+	}
+	return NULL;
+}
+
+static void
+rearm_storm_from_four_threads(void **state)
+{
+	(void)state;
+	const size_t n = STORM_SOURCES * (1 + STORM_THREADS);
+	uint64_t seed = tu_seed("rearm_storm");
+	uint64_t *min_dl = malloc(n * sizeof(*min_dl));
+	assert_non_null(min_dl);
+	for (size_t i = 0; i < n; i++)
+		min_dl[i] = CANCEL_NEVER;
+
+	items_new(n);
+	/* Everyone armed far ahead first. */
+	for (size_t i = 0; i < n; i++) {
+		uint64_t d = tu_now_ns() + 20 * SEC + i * US;
+		min_store(&min_dl[i], d);
+		struct timespec dl = ts_of(d);
+		assert_int_equal(cancel_source_cancel_at(&items[i].src, &dl),
+		                 0);
+	}
+	struct storm st[STORM_THREADS];
+	pthread_t t[STORM_THREADS];
+	for (int k = 0; k < STORM_THREADS; k++) {
+		st[k].first = STORM_SOURCES * (size_t)(k + 1);
+		st[k].count = STORM_SOURCES;
+		st[k].seed = seed + (uint64_t)k * 7919u;
+		st[k].ops = tu_rounds(200000, 2000000);
+		st[k].min_dl = min_dl;
+		t[k] = tu_spawn(storm_main, &st[k]);
+	}
+	for (int k = 0; k < STORM_THREADS; k++)
+		tu_join(t[k]);
+	/* The storm's short deadlines (2 ms at most) fire before a clock
+	 * armed after them for 3 ms: fires come in deadline order. */
+	struct cancel_source clk = CANCEL_SOURCE_INITIALIZER;
+	assert_int_equal(cancel_source_cancel_after(&clk, 3 * MS), 0);
+	while (!cancel_token_is_canceled(cancel_source_token(&clk)))
+		tu_nap();
+	assert_int_equal(cancel_source_destroy(&clk), 0);
+
+	/* Whatever fired, fired once and not before the earliest deadline
+	 * anyone asked of that source. */
+	size_t fired = __atomic_load_n(&norder, __ATOMIC_ACQUIRE);
+	for (size_t i = 0; i < n; i++) {
+		uint32_t f = __atomic_load_n(&items[i].fired,
+		                             __ATOMIC_ACQUIRE);
+		assert_true(f <= 1);
+		if (f == 1)
+			assert_true(items[i].fired_at >= min_dl[i]);
+	}
+	fprintf(stderr, "storm: %zu of %zu fired during the storm\n", fired,
+	        n);
+
+	/* Every survivor re-armed (pushed earlier or later from wherever
+	 * the storm left it) to one common near deadline: each fires once,
+	 * not before it. */
+	uint64_t last = tu_now_ns() + 50 * MS;
+	size_t live = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (cancel_token_is_canceled(
+		            cancel_source_token(&items[i].src)))
+			continue;
+		live++;
+		items[i].deadline = last - (i % 1000) * US;
+		struct timespec dl = ts_of(items[i].deadline);
+		assert_int_equal(cancel_source_cancel_at(&items[i].src, &dl),
+		                 0);
+	}
+	assert_true(await_fired(fired + live, 60 * SEC) == fired + live);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(items[i].fired, 1);
+		if (items[i].deadline != 0)
+			assert_true(items[i].fired_at >= items[i].deadline);
+	}
+	items_free(n);
+	free(min_dl);
+}
+
+/* ------------------------------------------------------------------ */
+/* Far deadlines and level boundaries                                 */
+/* ------------------------------------------------------------------ */
+
+static void
+far_deadlines_are_kept_and_do_not_fire(void **state)
+{
+	(void)state;
+	const size_t n = 12;
+	items_new(n);
+	uint64_t now = tu_now_ns();
+	struct timespec far[12];
+	/* Years ahead, each level's span, and the saturated deadlines. */
+	for (size_t i = 0; i < 9; i++)
+		far[i] = ts_of(now + 3600 * SEC * (1ull << (2 * i)));
+	far[9] = ts_of(now + 3ull * 365 * 24 * 3600 * SEC);
+	far[10].tv_sec = (time_t)20000000000ll; /* 2e10 s: past 2^64 ns */
+	far[10].tv_nsec = 0;
+	far[11].tv_sec = (time_t)20000000000ll;
+	far[11].tv_nsec = 999999999;
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(cancel_source_cancel_at(&items[i].src,
+		                                         &far[i]),
+		                 0);
+		uint64_t d = cancel__timer_deadline(&items[i].src);
+		if (i >= 10)
+			assert_true(d == CANCEL_NEVER - 1);
+		else
+			assert_true(d == (uint64_t)far[i].tv_sec * SEC +
+			                         (uint64_t)far[i].tv_nsec);
+	}
+	/* A near one fires among them; the far ones stay armed. */
+	struct cancel_source near = CANCEL_SOURCE_INITIALIZER;
+	assert_int_equal(cancel_source_cancel_after(&near, 20 * MS), 0);
+	while (!cancel_token_is_canceled(cancel_source_token(&near)))
+		tu_nap();
+	assert_int_equal(__atomic_load_n(&norder, __ATOMIC_ACQUIRE), 0);
+	for (size_t i = 0; i < n; i++)
+		assert_true(cancel__timer_deadline(&items[i].src) !=
+		            CANCEL_NEVER);
+	/* Pushing a far one even later, or pulling it near, still works. */
+	struct timespec later = ts_of(CANCEL_NEVER - 2);
+	assert_int_equal(cancel_source_cancel_at(&items[0].src, &later), 0);
+	assert_true(cancel__timer_deadline(&items[0].src) == CANCEL_NEVER - 2);
+	assert_int_equal(cancel_source_cancel_after(&items[10].src, 10 * MS),
+	                 0);
+	assert_true(await_fired(1, 10 * SEC) == 1);
+	assert_int_equal(items[10].fired, 1);
+	assert_int_equal(cancel_source_destroy(&near), 0);
+	items_free(n); /* destroy disarms the rest */
+}
+
+/*
+ * Deadlines on the absolute slot boundaries of levels 0-3 (1.024 us,
+ * 65.5 us, 4.19 ms, 268 ms) and one tick either side: each fires once,
+ * never early, within a generous bound; boundaries of levels 4-8 are armed
+ * and disarmed (too far to wait for).
+ */
+static void
+deadlines_on_level_boundaries_fire_once_not_early(void **state)
+{
+	(void)state;
+	const size_t n = 9 * 3;
+	items_new(n);
+	uint64_t now = tu_now_ns() + 2 * MS;
+	for (unsigned lv = 0; lv < 9; lv++) {
+		unsigned sh = 10 + 6 * lv;
+		uint64_t b = ((now >> sh) + 1) << sh;
+		for (unsigned j = 0; j < 3; j++) {
+			struct item *it = &items[lv * 3 + j];
+			it->deadline = b - GRAN_NS + j * GRAN_NS;
+			struct timespec dl = ts_of(it->deadline);
+			assert_int_equal(cancel_source_cancel_at(&it->src, &dl),
+			                 0);
+		}
+	}
+	for (unsigned lv = 4; lv < 9; lv++)
+		for (unsigned j = 0; j < 3; j++)
+			cancel_source_cancel_after(&items[lv * 3 + j].src,
+			                           CANCEL_NEVER);
+	assert_true(await_fired(12, 10 * SEC) == 12);
+	for (size_t i = 0; i < n; i++) {
+		if (i < 12) {
+			assert_int_equal(items[i].fired, 1);
+			assert_true(items[i].fired_at >= items[i].deadline);
+			/* Generous: a loaded machine, a sanitizer. */
+			assert_true(items[i].fired_at <
+			            items[i].deadline + 2 * SEC);
+		} else {
+			assert_int_equal(items[i].fired, 0);
+		}
+	}
+	items_free(n);
+}
+
+/* ------------------------------------------------------------------ */
+/* Disarm and re-arm racing the expiry                                */
+/* ------------------------------------------------------------------ */
+
+static uint32_t race_fired; /* atomic */
+
+static void
+race_fn(void *arg)
+{
+	(void)arg;
+	__atomic_fetch_add(&race_fired, 1u, __ATOMIC_RELAXED);
+}
+
+static void
+destroy_and_rearm_race_expiry_on_heap_sources(void **state)
+{
+	(void)state;
+	long rounds = tu_rounds(20000, 200000);
+	uint64_t x = tu_seed("race_expiry") | 1u;
+	long pushed = 0, destroyed_first = 0;
+
+	__atomic_store_n(&race_fired, 0u, __ATOMIC_RELAXED);
+	for (long k = 0; k < rounds; k++) {
+		struct cancel_source *s = malloc(sizeof(*s));
+		struct cancel_callback *cb = calloc(1, sizeof(*cb));
+		assert_non_null(s);
+		assert_non_null(cb);
+		uint32_t before = __atomic_load_n(&race_fired,
+		                                  __ATOMIC_RELAXED);
+		cancel_source_init(s);
+		cancel_callback_register(cb, race_fn, NULL,
+		                         cancel_source_token(s));
+		uint64_t r = xorshift(&x);
+		uint64_t d = tu_now_ns() + r % (60 * US);
+		struct timespec dl = ts_of(d);
+		assert_int_equal(cancel_source_cancel_at(s, &dl), 0);
+		/* Spin to about the deadline (the library thread wakes a
+		 * few tens of us late), then race it. */
+		uint64_t at = d - 10 * US + (r >> 32) % (150 * US);
+		while (tu_now_ns() < at)
+			;
+		if (r & 1) {
+			/* Push it later, right at the expiry: the lock-free
+			 * path against claim_due(). */
+			cancel_source_cancel_after(s, 1 * SEC);
+			pushed++;
+		}
+		cancel_callback_unregister(cb);
+		assert_int_equal(cancel_source_destroy(s), 0);
+		/* Freed at once: a late touch is a use after free. */
+		free(s);
+		free(cb);
+		if (__atomic_load_n(&race_fired, __ATOMIC_RELAXED) == before)
+			destroyed_first++;
+	}
+	fprintf(stderr, "%ld rounds (%ld pushed), %ld destroyed unfired\n",
+	        rounds, pushed, destroyed_first);
+	assert_true(__atomic_load_n(&race_fired, __ATOMIC_RELAXED) <=
+	            (uint32_t)rounds);
+}
+
+/* ------------------------------------------------------------------ */
+/* fork()                                                             */
+/* ------------------------------------------------------------------ */
+
+static void
+fork_with_many_armed_fires_none_in_child(void **state)
+{
+	(void)state;
+	const size_t n = 10000;
+	items_new(n);
+	uint64_t base = tu_now_ns() + 300 * MS;
+	for (size_t i = 0; i < n; i++) {
+		/* Spread over the levels from 300 ms to minutes. */
+		items[i].deadline = base + (i % 100) * MS +
+		                    (i / 100) * (i / 100) * (i / 100) * MS;
+		struct timespec dl = ts_of(items[i].deadline);
+		assert_int_equal(cancel_source_cancel_at(&items[i].src, &dl),
+		                 0);
+	}
+	/* Nothing fired yet (else the child's checks would not hold). */
+	bool early = tu_now_ns() < base;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int bad = 0;
+		if (!early)
+			_exit(0);
+		for (size_t i = 0; i < n; i++)
+			if (cancel__timer_deadline(&items[i].src) !=
+			    CANCEL_NEVER)
+				bad |= 1;
+		/* Re-arming an inherited source later must arm it afresh
+		 * (no lock-free push of a parent's entry). */
+		struct timespec soon = ts_of(tu_now_ns() + 200 * MS);
+		if (cancel_source_cancel_at(&items[0].src, &soon) != 0)
+			bad |= 2;
+		/* Outlive the parent's first 100 deadlines. */
+		struct cancel_source clk = CANCEL_SOURCE_INITIALIZER;
+		if (cancel_source_cancel_after(&clk, 600 * MS) != 0)
+			bad |= 4;
+		while (!cancel_token_is_canceled(cancel_source_token(&clk)))
+			tu_nap();
+		if (__atomic_load_n(&items[0].fired, __ATOMIC_ACQUIRE) != 1)
+			bad |= 8;
+		for (size_t i = 1; i < n; i++)
+			if (__atomic_load_n(&items[i].fired,
+			                    __ATOMIC_ACQUIRE) != 0)
+				bad |= 16;
+		/* Destroying inherited armed sources is safe. */
+		for (size_t i = 1; i < n; i++) {
+			cancel_callback_unregister(&items[i].cb);
+			if (cancel_source_destroy(&items[i].src) != 0)
+				bad |= 32;
+		}
+		_exit(bad);
+	}
+	if (!early)
+		fprintf(stderr, "arming took past the first deadline: "
+		                "child checks skipped\n");
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	/* In the parent the first 100 fire as usual. */
+	assert_true(await_fired(100, 10 * SEC) >= 100);
+	for (size_t i = 0; i < 100; i++) {
+		assert_int_equal(items[i].fired, 1);
+		assert_true(items[i].fired_at >= items[i].deadline);
+	}
+	items_free(n);
+}
+
+int
+main(void)
+{
+	/* Start the library thread first: its wake descriptors stay. */
+	if (cancel_signal_prepare() != 0)
+		return 1;
+	int fds = tu_fd_count();
+#define T(f) cmocka_unit_test(f)
+	const struct CMUnitTest tests[] = {
+		T(random_deadlines_fire_once_never_early_in_order),
+		T(rearm_storm_from_four_threads),
+		T(far_deadlines_are_kept_and_do_not_fire),
+		T(deadlines_on_level_boundaries_fire_once_not_early),
+		T(destroy_and_rearm_race_expiry_on_heap_sources),
+		T(fork_with_many_armed_fires_none_in_child),
+	};
+#undef T
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	if (tu_fd_count() != fds) {
+		fprintf(stderr, "descriptors: %d before, %d after\n", fds,
+		        tu_fd_count());
+		rc |= 1;
+	}
+	return rc;
+}
