@@ -494,7 +494,8 @@ CANCEL_API int cancel_token_check(cancel_token tok);
  * Store in @deadline the earliest armed deadline of @tok's source and all of
  * its ancestors, and return true; false (nothing stored) if none is armed.
  * Each ancestor is visited once, without recursion; may allocate when more
- * than 32 ancestors have several parents (see the top of this file).
+ * than 32 ancestors have several parents (see the top of this file). If
+ * that allocation fails, ancestors beyond the first 64 may be left out.
  * Threads: any. Blocks: no.
  */
 CANCEL_API bool cancel_token_deadline(cancel_token tok,

@@ -192,9 +192,12 @@ walk_mark(struct walk *w, struct cancel_source *s)
 		size_t cap = w->seen_cap * 2;
 		struct cancel_source **t = cancel__malloc(cap * sizeof(*t));
 		if (t == NULL) {
-			/* Keep going without dedup: slower, still right. */
+			/* Fill the table we have; once it is full, prune (see
+			 * earliest()). */
 			w->oom = true;
-			return true;
+			if (w->seen_n + 1 >= w->seen_cap)
+				return false;
+			goto insert;
 		}
 		memset(t, 0, cap * sizeof(*t));
 		for (size_t i = 0; i < w->seen_cap; i++) {
@@ -211,6 +214,7 @@ walk_mark(struct walk *w, struct cancel_source *s)
 		w->seen = t;
 		w->seen_cap = cap;
 	}
+insert:;
 	size_t k = walk_hash(s, w->seen_cap);
 	while (w->seen[k] != NULL) {
 		if (w->seen[k] == s)
@@ -250,10 +254,11 @@ walk_push(struct walk *w, struct cancel_source *s)
  * visited once, so an ancestry that joins again (a diamond, or a chain
  * linking each source twice to the one before) costs its size, not the
  * number of paths through it. The set and stack start on this stack frame;
- * only an ancestry of more than WALK_INLINE / 2 such sources allocates
- * (if that fails, the walk goes on without the set: every path is still
- * visited, only more slowly, so the answer stays exact; a stack that
- * cannot grow gives up on the remaining paths).
+ * only an ancestry of more than WALK_INLINE / 2 such sources allocates.
+ * If that allocation fails the walk still ends (it fills the set it has,
+ * then treats every new source as met, and a stack that cannot grow drops
+ * the remaining paths), but it may miss ancestors beyond the first
+ * WALK_INLINE: the only case where the answer is not exact.
  * The ancestors cannot go away meanwhile: a parent outlives its children.
  */
 static uint64_t

@@ -451,6 +451,56 @@ million_children_churn_leaves_parent_at_baseline(void **state)
 	assert_int_equal(cancel_source_destroy(&parent), 0);
 }
 
+/*
+ * A ladder of 200 rungs, each source linked to both sources of the rung
+ * above: 2^200 paths to the top, 400 ancestors. cancel_token_deadline
+ * visits each once (it returns at once) and finds a deadline armed on any
+ * of them; its set and stack outgrow their stack buffers. With the
+ * allocation failing it still returns (maybe missing far ancestors).
+ */
+static void
+deadline_of_a_ladder_visits_each_ancestor_once(void **state)
+{
+	(void)state;
+	enum { RUNGS = 200 };
+	struct cancel_source *a = calloc(RUNGS, sizeof(*a));
+	struct cancel_source *b = calloc(RUNGS, sizeof(*b));
+	assert_non_null(a);
+	assert_non_null(b);
+	cancel_source_init(&a[0]);
+	cancel_source_init(&b[0]);
+	for (int i = 1; i < RUNGS; i++) {
+		cancel_token up[2] = {cancel_source_token(&a[i - 1]),
+		                      cancel_source_token(&b[i - 1])};
+		assert_int_equal(cancel_source_init_linked(&a[i], up, 2), 0);
+		assert_int_equal(cancel_source_init_linked(&b[i], up, 2), 0);
+	}
+	struct timespec far = cancel_deadline_in(3600ull * 1000000000ull);
+	struct timespec near = cancel_deadline_in(1800ull * 1000000000ull);
+	assert_int_equal(cancel_source_cancel_at(&a[RUNGS / 2], &far), 0);
+	assert_int_equal(cancel_source_cancel_at(&b[1], &near), 0);
+	struct timespec got;
+	uint64_t t0 = tu_now_ns();
+	assert_true(cancel_token_deadline(cancel_source_token(&a[RUNGS - 1]),
+	                                  &got));
+	assert_true(tu_now_ns() - t0 < 1000000000ull);
+	assert_int_equal(got.tv_sec, near.tv_sec);
+	assert_int_equal(got.tv_nsec, near.tv_nsec);
+	/* Allocation fails: it still ends, errno untouched. */
+	errno = 777;
+	cancel__test_fail_alloc(1);
+	assert_true(cancel_token_deadline(cancel_source_token(&b[RUNGS - 1]),
+	                                  &got));
+	cancel__test_fail_alloc(0);
+	assert_int_equal(errno, 777);
+	for (int i = RUNGS - 1; i >= 0; i--) {
+		assert_int_equal(cancel_source_destroy(&a[i]), 0);
+		assert_int_equal(cancel_source_destroy(&b[i]), 0);
+	}
+	free(a);
+	free(b);
+}
+
 int
 main(void)
 {
@@ -469,6 +519,7 @@ main(void)
 	    cmocka_unit_test(queued_deep_child_destroyed_while_root_cancels),
 	    cmocka_unit_test(root_callback_may_wait_for_destroy_of_a_deep_child),
 	    cmocka_unit_test(million_children_churn_leaves_parent_at_baseline),
+	    cmocka_unit_test(deadline_of_a_ladder_visits_each_ancestor_once),
 	};
 	return cmocka_run_group_tests_name("link", tests, NULL, NULL);
 }
