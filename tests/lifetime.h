@@ -38,6 +38,13 @@
 #define LF_ASAN 1
 #endif
 #endif
+#if defined(__SANITIZE_THREAD__)
+#define LF_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define LF_TSAN 1
+#endif
+#endif
 
 enum lf_kind { LF_PAGE, LF_POISON };
 
@@ -200,6 +207,14 @@ lf_freed(void)
  * signal. Not installed under the sanitizers, which report faults
  * themselves.
  */
+/* Called when the process dies of a fault or a sanitizer report. */
+static void (*lf_on_death)(void);
+
+#if defined(LF_ASAN) || defined(LF_TSAN)
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+#if !defined(LF_ASAN) && !defined(LF_TSAN)
 static void
 lf_segv(int sig, siginfo_t *si, void *ctx)
 {
@@ -214,18 +229,20 @@ lf_segv(int sig, siginfo_t *si, void *ctx)
 	void *frames[32];
 	int n = backtrace(frames, 32);
 	backtrace_symbols_fd(frames, n, 2);
+	if (lf_on_death != NULL)
+		lf_on_death();
 	signal(sig, SIG_DFL);
 }
+#endif
 
 static inline void
-lf_report_faults(void)
+lf_report_faults(void (*on_death)(void))
 {
-#if !defined(LF_ASAN) && !defined(__SANITIZE_THREAD__)
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-	return;
-#endif
-#endif
+	lf_on_death = on_death;
+#if defined(LF_ASAN) || defined(LF_TSAN)
+	if (on_death != NULL)
+		__sanitizer_set_death_callback(on_death);
+#else
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = lf_segv;

@@ -229,8 +229,15 @@ static long n_jobs[NKINDS];
 static long w_raced[NKINDS];  /* destroy called before the caller returned */
 static long w_busy;           /* destroy refused a blocked caller: EBUSY */
 static long w_cond_held;      /* cond waiter canceled, mutex held by third */
+static long w_held;           /* destroy returned while a signal held the
+                               * caller inside its call */
+static long n_nudges;
 static bool blocking_on;
 static unsigned kinds_mask = (1u << NKINDS) - 1;
+/* CANCEL_STRESS_LATE_DESTROY=1: destroy only after the call returned (the
+ * same work without the races, to time the mix on a library that fails
+ * them). */
+static bool late_destroy;
 
 /* ------------------------------------------------------------------ */
 /* Callback records                                                   */
@@ -275,7 +282,17 @@ struct job {
 	bool feed;           /* K_READ/K_POLL: the partner writes a little */
 	bool hold;           /* K_COND: the partner holds the mutex */
 	bool nfds0;          /* K_POLL: no descriptor */
+	bool nudge;          /* the partner signals the caller meanwhile */
 	unsigned delay;      /* partner's spin before it acts */
+	pthread_t caller;
+	/* Destroyer and the caller's signal handler (seq_cst, Dekker):
+	 * the handler reads src only between in_handler = 1 and
+	 * destroyed = 0; the destroyer frees it only after destroyed = 1
+	 * and in_handler = 0. */
+	int destroying;
+	int destroyed;
+	int in_handler;
+	int held;
 	/* Caller. */
 	int entered;
 	int returned;
@@ -820,6 +837,60 @@ unreg_fn(void *arg)
 	ST(&r->running, 0);
 }
 
+#define SQ_LD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define SQ_ST(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+
+/*
+ * The caller's SIGUSR2 handler: the partner sends it again and again
+ * while the call runs, so it lands anywhere in the library's code (and is
+ * pending at every return from a system call, such as the futex wake a
+ * leaving waiter makes for a destroy waiting on it). Once destroy was
+ * called, the first time it finds the caller inside its call but no
+ * longer counted as a waiter on the source, it holds the caller there
+ * (300 us at most) until destroy returned: a library that stopped
+ * counting the caller before its last touch of the source then reads
+ * freed memory.
+ */
+static __thread struct job *tls_job;
+
+static void
+nudge_handler(int sig)
+{
+	(void)sig;
+	int saved = errno;
+	struct job *j = tls_job;
+	if (j == NULL || j->held || LD(&j->returned)) {
+		errno = saved;
+		return;
+	}
+	bool left = false;
+	SQ_ST(&j->in_handler, 1);
+	if (SQ_LD(&j->destroying) && !SQ_LD(&j->destroyed))
+		left = cancel__state_waiters(state_of(j->src)) == 0;
+	SQ_ST(&j->in_handler, 0);
+	if (left) {
+		j->held = 1;
+		uint64_t until = tu_now_ns() + 300000;
+		while (SQ_LD(&j->destroying) && !SQ_LD(&j->destroyed) &&
+		       tu_now_ns() < until)
+			spin(100);
+		if (SQ_LD(&j->destroyed) && !LD(&j->returned))
+			ADD(&w_held, 1);
+	}
+	errno = saved;
+}
+
+/* Free the job's source once the handler cannot be reading it. */
+static void
+job_free_src(struct job *j)
+{
+	SQ_ST(&j->destroyed, 1);
+	while (SQ_LD(&j->in_handler))
+		sched_yield();
+	src_free(j->src);
+	j->src = NULL;
+}
+
 /* Helper 0: the call that blocks on the job's source. */
 static void
 job_call(struct worker *w, struct job *j)
@@ -827,6 +898,7 @@ job_call(struct worker *w, struct job *j)
 	struct timespec far = cancel_deadline_in(FAR_NS);
 	char buf[4096];
 	int rc = 0;
+	tls_job = j;
 	switch (j->kind) {
 	case K_READ:
 		ST(&j->entered, 1);
@@ -872,6 +944,7 @@ job_call(struct worker *w, struct job *j)
 		CHECK(LD(&r->running) == 0 && LD(&r->ran) == 1,
 		      "callback running after unregister");
 		ST(&j->returned, 1);
+		tls_job = NULL;
 		rec_free(r);
 		return;
 	}
@@ -880,6 +953,24 @@ job_call(struct worker *w, struct job *j)
 	}
 	j->rc = rc;
 	ST(&j->returned, 1);
+	tls_job = NULL;
+}
+
+/* The partner's signals to the caller until its call returned. */
+static void
+job_nudge(struct job *j)
+{
+	if (!j->nudge)
+		return;
+	while (!LD(&j->entered))
+		sched_yield();
+	unsigned x = j->delay | 1;
+	while (!LD(&j->returned)) {
+		pthread_kill(j->caller, SIGUSR2);
+		ADD(&n_nudges, 1);
+		x = x * 1103515245u + 12345u;
+		spin((x >> 16) % 3000);
+	}
 }
 
 /* Helper 1: the partner that feeds, drains or holds the mutex. */
@@ -890,8 +981,10 @@ job_partner(struct worker *w, struct job *j)
 	switch (j->kind) {
 	case K_READ:
 	case K_POLL:
-		if (!j->feed)
+		if (!j->feed) {
+			job_nudge(j);
 			return;
+		}
 		while (!LD(&j->entered))
 			sched_yield();
 		spin(j->delay);
@@ -901,6 +994,7 @@ job_partner(struct worker *w, struct job *j)
 			CHECK(n > 0, "partner write");
 			ST(&j->moved, (long)n);
 		}
+		job_nudge(j);
 		return;
 	case K_WRITE_PIPE:
 		/* Drain until the worker closes the write end. */
@@ -916,8 +1010,10 @@ job_partner(struct worker *w, struct job *j)
 			return;
 		}
 	case K_COND:
-		if (!j->hold)
+		if (!j->hold) {
+			job_nudge(j);
 			return;
+		}
 		while (!LD(&j->entered))
 			sched_yield();
 		pthread_mutex_lock(&w->mu);
@@ -934,6 +1030,7 @@ job_partner(struct worker *w, struct job *j)
 		pthread_mutex_unlock(&w->mu);
 		return;
 	default:
+		job_nudge(j);
 		return;
 	}
 }
@@ -985,6 +1082,7 @@ job_destroy(struct job *j)
 {
 	uint64_t give_up = tu_now_ns() + 10000000000ull;
 	int rc;
+	SQ_ST(&j->destroying, 1);
 	while ((rc = cancel_source_destroy(j->src)) == EBUSY) {
 		if (tu_now_ns() > give_up)
 			break;
@@ -992,7 +1090,8 @@ job_destroy(struct job *j)
 	}
 	CHECK(rc == 0, "%s: destroy after cancel %d", kind_name[j->kind], rc);
 	if (rc == 0)
-		src_free(j->src);
+		job_free_src(j);
+	/* Else leaked on purpose: the failure is reported. */
 	j->src = NULL;
 }
 
@@ -1014,6 +1113,8 @@ op_blocking(struct worker *w, uint64_t *rng)
 	j->fds[0] = j->fds[1] = -1;
 	j->delay = below(rng, 4000);
 	j->nfds0 = below(rng, 4) == 0;
+	j->nudge = below(rng, 2) == 0;
+	j->caller = w->helper[0];
 	int reason = new_reason(), wins = 0;
 	switch (j->kind) {
 	case K_READ:
@@ -1053,6 +1154,10 @@ op_blocking(struct worker *w, uint64_t *rng)
 	case K_POLL:
 	case K_WAIT:
 		AWAIT(LD(&j->entered) && job_inside(j));
+		/* Fed: cancel right after the data, so that the caller's
+		 * wake-up by the data and the cancel overlap. */
+		if (j->feed)
+			AWAIT(LD(&j->moved) > 0 || LD(&j->returned));
 		break;
 	case K_WRITE_PIPE:
 		/* Bytes arrived: the writer is inside (it maybe ended). */
@@ -1095,12 +1200,24 @@ op_blocking(struct worker *w, uint64_t *rng)
 	default:
 		break;
 	}
+	if (late_destroy) {
+		try_first = false;
+		if (j->kind != K_UNREG) {
+			if (cancel_source_cancel_with(j->src, reason))
+				wins++;
+			if (j->kind == K_COND)
+				ST(&j->holding, 2);
+			AWAIT(LD(&j->returned));
+		}
+	}
 	if (try_first) {
 		/* Not canceled: EBUSY while the caller is inside; 0 only if
 		 * the call already ended (it cannot for a wait). */
+		SQ_ST(&j->destroying, 1);
 		int rc = cancel_source_destroy(j->src);
 		if (rc == EBUSY) {
 			ADD(&w_busy, 1);
+			SQ_ST(&j->destroying, 0);
 		} else {
 			CHECK(rc == 0, "%s: destroy first %d",
 			      kind_name[j->kind], rc);
@@ -1108,8 +1225,7 @@ op_blocking(struct worker *w, uint64_t *rng)
 			      "destroy returned %d with a thread waiting", rc);
 			if (rc == 0) {
 				destroyed = true;
-				src_free(j->src);
-				j->src = NULL;
+				job_free_src(j);
 			}
 		}
 	}
@@ -1117,6 +1233,8 @@ op_blocking(struct worker *w, uint64_t *rng)
 		spin(below(rng, 2000));
 		if (cancel_source_cancel_with(j->src, reason))
 			wins++;
+		if (late_destroy && j->kind == K_UNREG)
+			AWAIT(LD(&j->returned));
 		CHECK(wins == 1, "%s: the only cancel returned false",
 		      kind_name[j->kind]);
 		int got = cancel_token_reason(j->tok);
@@ -1211,7 +1329,8 @@ worker_round(struct worker *w)
 	for (int i = 0; i < OPS_PER_ROUND; i++) {
 		unsigned k = below(rng, 100);
 		int ri = (int)below(rng, NRECS);
-		w->ops++;
+		/* Atomic only for report_progress. */
+		__atomic_store_n(&w->ops, w->ops + 1, __ATOMIC_RELAXED);
 		if (op_hunt(w))
 			continue;
 		if (k < 5) {
@@ -1463,6 +1582,10 @@ static const struct window windows[] = {
 	{"destroy raced a woken waiting unregister", &w_raced[K_UNREG], 10,
 	 true, K_UNREG},
 	{"destroy refused a blocked caller (EBUSY)", &w_busy, 20, true, -1},
+	/* Reported, not required: with the whole call counted it is only
+	 * the moment between the call's return and the caller's flag. */
+	{"destroy returned while a signal held the caller in its call",
+	 &w_held, 0, true, -1},
 };
 #define NWINDOWS (sizeof(windows) / sizeof(windows[0]))
 
@@ -1476,7 +1599,8 @@ windows_met(long ops, bool report)
 {
 	bool all = true;
 	for (size_t i = 0; i < NWINDOWS; i++) {
-		if (windows[i].blocking && !blocking_on)
+		if (windows[i].per_200k == 0 ||
+		    (windows[i].blocking && !blocking_on))
 			continue;
 		if (windows[i].kind >= 0 &&
 		    !(kinds_mask & (1u << windows[i].kind)))
@@ -1495,6 +1619,29 @@ windows_met(long ops, bool report)
 	return all;
 }
 
+/* When a fault or a sanitizer ends the run: how far it got. */
+static void
+report_progress(void)
+{
+	long ops = 0, jobs = 0;
+	for (int i = 0; i < NWORKERS; i++)
+		ops += __atomic_load_n(&workers[i].ops, __ATOMIC_RELAXED);
+	char msg[200];
+	int len = snprintf(msg, sizeof(msg), "stress: died after %ld ops,",
+	                   ops);
+	for (int k = 0; k < NKINDS && len > 0 && len < (int)sizeof(msg);
+	     k++) {
+		jobs = __atomic_load_n(&n_jobs[k], __ATOMIC_RELAXED);
+		len += snprintf(msg + len, sizeof(msg) - (size_t)len, " %ld",
+		                jobs);
+	}
+	if (len > 0 && len < (int)sizeof(msg) - 40)
+		len += snprintf(msg + len, sizeof(msg) - (size_t)len,
+		                " calls of each blocking kind\n");
+	if (len > 0)
+		(void)!write(2, msg, (size_t)len);
+}
+
 /* Extra time allowed for rounds beyond the planned ones (see below). */
 #define EXTRA_NS (60ull * 1000000000ull)
 
@@ -1506,8 +1653,15 @@ stress_core_races_keep_every_oracle(void **state)
 	uint64_t rng = (uint64_t)seed * 0x9e3779b97f4a7c15ull + 1;
 	long total = env_long("CANCEL_STRESS_OPS", 200000);
 	blocking_on = env_long("CANCEL_STRESS_BLOCKING", 1) != 0;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = nudge_handler;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR2, &sa, NULL);
 	kinds_mask &= (unsigned)env_long("CANCEL_STRESS_KINDS", 0x7f);
-	lf_report_faults();
+	late_destroy = env_long("CANCEL_STRESS_LATE_DESTROY", 0) != 0;
+	lf_report_faults(report_progress);
 
 	/* The timer must work: a 2 ms deadline fires, not early, and
 	 * within 20 s (timer_probe fails the test otherwise). It starts the
@@ -1549,7 +1703,7 @@ stress_core_races_keep_every_oracle(void **state)
 	long extra_rounds = 0;
 	for (rounds = 0;; rounds++) {
 		if (rounds >= nrounds) {
-			if (windows_met(total, false))
+			if (late_destroy || windows_met(total, false))
 				break;
 			if (extra_until == 0)
 				extra_until = tu_now_ns() + EXTRA_NS;
@@ -1599,8 +1753,10 @@ stress_core_races_keep_every_oracle(void **state)
 		jobs += n_jobs[k];
 	fprintf(stderr,
 	        "stress: %ld rounds, %ld ops, %ld callbacks run, %ld blocking "
-	        "calls, %ld timer probes, %ld blocks freed in %.2f s\n",
-	        rounds, n_ops, n_callbacks, jobs, n_probes, lf_freed(), secs);
+	        "calls (%ld signals to them), %ld timer probes, %ld blocks "
+	        "freed in %.2f s\n",
+	        rounds, n_ops, n_callbacks, jobs, n_nudges, n_probes,
+	        lf_freed(), secs);
 	fprintf(stderr, "stress: windows hit:");
 	for (size_t i = 0; i < NWINDOWS; i++)
 		fprintf(stderr, "%s %s %ld", i == 0 ? "" : ",",
