@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef FUZZ_THREADS_ENTRY
 #define FUZZ_THREADS_ENTRY LLVMFuzzerTestOneInput
@@ -122,6 +123,12 @@ t_cancel(int s)
 	t_observe(s, r);
 }
 
+/*
+ * The descriptors of the kinds the library makes (eventfds and other
+ * anonymous inodes; pipes too without a sanitizer) in /proc/self/fd: the
+ * sanitizer runtimes and libFuzzer open and close files and pipes of
+ * their own at any time, so those are not counted.
+ */
 static int
 t_fd_count(void)
 {
@@ -129,8 +136,24 @@ t_fd_count(void)
 	if (d == NULL)
 		return -1;
 	int n = 0;
-	while (readdir(d) != NULL)
-		n++;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		char path[64], target[64];
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		ssize_t len = readlink(path, target, sizeof(target) - 1);
+		if (len <= 0)
+			continue;
+		target[len] = '\0';
+		if (strncmp(target, "anon_inode:", 11) == 0)
+			n++;
+#if !defined(LF_ASAN) && !defined(LF_TSAN)
+		/* (The sanitizers talk to their symbolizer over pipes.) */
+		else if (strncmp(target, "pipe:", 5) == 0)
+			n++;
+#endif
+	}
 	closedir(d);
 	return n;
 }
@@ -439,6 +462,13 @@ t_start(void)
 	 * counts descriptors. */
 	if (cancel_signal_prepare() != 0)
 		abort();
+	struct cancel_source *warm = lf_alloc(sizeof(*warm), LF_PAGE);
+	cancel_source_init(warm);
+	if (cancel_source_cancel_after(warm, 0) != 0 ||
+	    cancel_wait(NULL, cancel_source_token(warm)) != ECANCELED ||
+	    cancel_source_destroy(warm) != 0)
+		abort();
+	lf_free(warm, sizeof(*warm), LF_PAGE, "warm-up source");
 	for (int i = 0; i < 2; i++) {
 		for (int j = 0; j < TNR; j++)
 			tw[i].recs[j] = NULL;
@@ -520,8 +550,25 @@ FUZZ_THREADS_ENTRY(const uint8_t *data, size_t size)
 	if (cancel__test_live_objects() != live0)
 		thr_fail("live objects %ld, expected %ld",
 		         cancel__test_live_objects(), live0);
-	if (t_fd_count() != fds0)
+	if (t_fd_count() != fds0) {
+		/* Show them before failing. */
+		DIR *d = opendir("/proc/self/fd");
+		struct dirent *e;
+		while (d != NULL && (e = readdir(d)) != NULL) {
+			char path[64], target[64];
+			snprintf(path, sizeof(path), "/proc/self/fd/%s",
+			         e->d_name);
+			ssize_t len = readlink(path, target, sizeof(target) - 1);
+			if (len > 0) {
+				target[len] = '\0';
+				fprintf(stderr, "fuzz_threads: fd %s: %s\n",
+				        e->d_name, target);
+			}
+		}
+		if (d != NULL)
+			closedir(d);
 		thr_fail("descriptors %d, expected %d", t_fd_count(), fds0);
+	}
 	if (lf_bad() != 0)
 		thr_fail("%ld freed blocks written after their free", lf_bad());
 	return 0;
