@@ -138,7 +138,7 @@ t_fd_count(void)
 	int n = 0;
 	struct dirent *e;
 	while ((e = readdir(d)) != NULL) {
-		char path[64], target[64];
+		char path[300], target[64];
 		if (e->d_name[0] == '.')
 			continue;
 		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
@@ -555,7 +555,7 @@ FUZZ_THREADS_ENTRY(const uint8_t *data, size_t size)
 		DIR *d = opendir("/proc/self/fd");
 		struct dirent *e;
 		while (d != NULL && (e = readdir(d)) != NULL) {
-			char path[64], target[64];
+			char path[300], target[64];
 			snprintf(path, sizeof(path), "/proc/self/fd/%s",
 			         e->d_name);
 			ssize_t len = readlink(path, target, sizeof(target) - 1);
