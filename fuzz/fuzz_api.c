@@ -11,8 +11,11 @@
  * sources, their own included, which then frees them). Any
  * disagreement aborts with a description.
  *
- * Sources live in their own heap blocks, freed at destroy, so that ASan
- * sees the library touching a destroyed source. At the end of every input
+ * Sources and callback records live in heap blocks of their own
+ * (tests/lifetime.h), freed right after the destroy or the unregister that
+ * ends them returns: ASan builds report a later touch; other builds fault
+ * on a source's protected pages or find a record's poison overwritten.
+ * At the end of every input
  * everything is unregistered and destroyed, and the live-object count
  * (heap blocks and descriptors held by the library) must be back where it
  * started.
@@ -24,6 +27,7 @@
  */
 #include "cancel.h"
 #include "internal.h"
+#include "../tests/lifetime.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -357,7 +361,8 @@ m_run_cb(int c, int src)
 /* ------------------------------------------------------------------ */
 
 static struct cancel_source *rs[NS];
-static struct cancel_callback rc_cb[NC];
+/* Heap records, NULL while the slot has none (see cb_new/cb_free). */
+static struct cancel_callback *rc_cb[NC];
 static int rc_action[NC];
 static bool rc_inuse[NC];
 static bool rc_inl[NC];
@@ -378,6 +383,20 @@ static void r_fn(void *arg);
 static void src_free(int s);
 
 static void
+cb_new(int c)
+{
+	rc_cb[c] = lf_alloc(sizeof(*rc_cb[c]), LF_POISON);
+}
+
+/* Right after the call that ended the registration returned. */
+static void
+cb_free(int c)
+{
+	lf_free(rc_cb[c], sizeof(*rc_cb[c]), LF_POISON, "callback record");
+	rc_cb[c] = NULL;
+}
+
+static void
 r_fn(void *arg)
 {
 	int c = *(int *)arg;
@@ -387,23 +406,30 @@ r_fn(void *arg)
 	int x = ACT_X(a), y = ACT_Y(a);
 	switch (ACT_KIND(a)) {
 	case A_SELF_UNREG:
-		log_push(&rlog, cancel_callback_unregister(&rc_cb[c]));
+		log_push(&rlog, cancel_callback_unregister(rc_cb[c]));
 		rc_inuse[c] = false;
+		/* Released: freed at once, from inside its own run (not when
+		 * a register runs it inline: that call still has it). */
+		if (!rc_inl[c])
+			cb_free(c);
 		break;
 	case A_SELF_TRY:
-		log_push(&rlog, cancel_callback_try_unregister(&rc_cb[c]));
+		log_push(&rlog, cancel_callback_try_unregister(rc_cb[c]));
 		break;
 	case A_UNREG_OTHER:
 		if (x != c && rc_inuse[x] && !rc_inl[x] && !rc_stale[x]) {
-			log_push(&rlog, cancel_callback_unregister(&rc_cb[x]));
+			log_push(&rlog, cancel_callback_unregister(rc_cb[x]));
 			rc_inuse[x] = false;
+			cb_free(x);
 		}
 		break;
 	case A_TRY_UNREG:
 		if (x != c && rc_inuse[x] && !rc_inl[x] && !rc_stale[x]) {
-			int r = cancel_callback_try_unregister(&rc_cb[x]);
-			if (r != EINPROGRESS)
+			int r = cancel_callback_try_unregister(rc_cb[x]);
+			if (r != EINPROGRESS) {
 				rc_inuse[x] = false;
+				cb_free(x);
+			}
 			log_push(&rlog, r);
 		}
 		break;
@@ -419,11 +445,14 @@ r_fn(void *arg)
 			rc_stale[x] = false;
 			rc_src[x] = y;
 			rc_inl[x] = true;
-			bool r = cancel_callback_register(&rc_cb[x], r_fn,
+			cb_new(x);
+			bool r = cancel_callback_register(rc_cb[x], r_fn,
 			                                  &rc_arg[x], rtok(y));
 			rc_inl[x] = false;
-			if (!r)
+			if (!r) {
 				rc_inuse[x] = false;
+				cb_free(x);
+			}
 			log_push(&rlog, r);
 		}
 		break;
@@ -486,17 +515,16 @@ compare_logs(void)
 static void
 src_alloc(int s)
 {
-	rs[s] = malloc(sizeof(*rs[s]));
-	if (rs[s] == NULL)
-		abort();
+	rs[s] = lf_alloc(sizeof(*rs[s]), LF_PAGE);
+	/* Garbage: init must write every field that needs a value. */
 	memset(rs[s], 0xa5, sizeof(*rs[s]));
 }
 
+/* Right after its destroy returned 0. */
 static void
 src_free(int s)
 {
-	memset(rs[s], 0x5a, sizeof(*rs[s]));
-	free(rs[s]);
+	lf_free(rs[s], sizeof(*rs[s]), LF_PAGE, "source");
 	rs[s] = NULL;
 }
 
@@ -612,18 +640,23 @@ op_register(int c, int s, int action, bool try)
 	rc_stale[c] = false;
 	rc_src[c] = s;
 	int r;
+	cb_new(c);
 	if (try) {
-		r = cancel_callback_try_register(&rc_cb[c], r_fn, &rc_arg[c],
+		r = cancel_callback_try_register(rc_cb[c], r_fn, &rc_arg[c],
 		                                 rtok(s));
-		if (r != 0)
+		if (r != 0) {
 			rc_inuse[c] = false;
+			cb_free(c);
+		}
 	} else {
 		rc_inl[c] = true;
-		r = cancel_callback_register(&rc_cb[c], r_fn, &rc_arg[c],
+		r = cancel_callback_register(rc_cb[c], r_fn, &rc_arg[c],
 		                             rtok(s));
 		rc_inl[c] = false;
-		if (!r)
+		if (!r) {
 			rc_inuse[c] = false;
+			cb_free(c);
+		}
 	}
 	EXPECT_EQ(r, m, try ? "try_register" : "register");
 }
@@ -640,16 +673,30 @@ op_unregister(int c, bool try)
 {
 	if (!mc[c].inuse && mc[c].lib == L_NEVER && !try)
 		return;
+	if (rc_cb[c] == NULL) {
+		/* Its registration ended and it was freed: only a fresh,
+		 * all-zero record can be asked about (never registered). */
+		if (try) {
+			cb_new(c);
+			EXPECT_EQ(cancel_callback_try_unregister(rc_cb[c]),
+			          ENOENT, "try_unregister (zero record)");
+			cb_free(c);
+		}
+		return;
+	}
 	if (try) {
 		int m = m_try_unregister(c);
-		int r = cancel_callback_try_unregister(&rc_cb[c]);
-		if (r != EINPROGRESS)
+		int r = cancel_callback_try_unregister(rc_cb[c]);
+		if (r != EINPROGRESS) {
 			rc_inuse[c] = false;
+			cb_free(c);
+		}
 		EXPECT_EQ(r, m, "try_unregister");
 	} else {
 		bool m = m_unregister(c);
-		bool r = cancel_callback_unregister(&rc_cb[c]);
+		bool r = cancel_callback_unregister(rc_cb[c]);
 		rc_inuse[c] = false;
+		cb_free(c);
 		EXPECT_EQ(r, m, "unregister");
 	}
 }
@@ -669,13 +716,15 @@ static int firings;
 static void
 wait_fired(void)
 {
-	struct cancel_source marker = CANCEL_SOURCE_INITIALIZER;
-	if (cancel_source_cancel_after(&marker, 1000) != 0)
+	struct cancel_source *marker = lf_alloc(sizeof(*marker), LF_PAGE);
+	cancel_source_init(marker);
+	if (cancel_source_cancel_after(marker, 1000) != 0)
 		api_fail("marker deadline");
-	if (cancel_wait(NULL, cancel_source_token(&marker)) != ECANCELED)
+	if (cancel_wait(NULL, cancel_source_token(marker)) != ECANCELED)
 		api_fail("marker wait");
-	if (cancel_source_destroy(&marker) != 0)
+	if (cancel_source_destroy(marker) != 0)
 		api_fail("marker destroy");
+	lf_free(marker, sizeof(*marker), LF_PAGE, "marker source");
 }
 
 static void
@@ -854,9 +903,12 @@ teardown(void)
 	for (int c = 0; c < NC; c++)
 		if (mc[c].inuse)
 			op_unregister(c, false);
-	for (int c = 0; c < NC; c++)
+	for (int c = 0; c < NC; c++) {
 		if (mc[c].inuse || rc_inuse[c])
 			api_fail("callback %d in use after unregister", c);
+		if (rc_cb[c] != NULL)
+			cb_free(c);
+	}
 	compare_logs();
 	for (int round = 0; round < NS; round++)
 		for (int s = 0; s < NS; s++)
@@ -875,7 +927,8 @@ FUZZ_API_ENTRY(const uint8_t *data, size_t size)
 	long live0 = cancel__test_live_objects();
 	memset(ms, 0, sizeof(ms));
 	memset(mc, 0, sizeof(mc));
-	memset(rc_cb, 0, sizeof(rc_cb));
+	for (int c = 0; c < NC; c++)
+		rc_cb[c] = NULL;
 	memset(rc_inuse, 0, sizeof(rc_inuse));
 	memset(rc_inl, 0, sizeof(rc_inl));
 	memset(rc_stale, 0, sizeof(rc_stale));
@@ -904,5 +957,7 @@ FUZZ_API_ENTRY(const uint8_t *data, size_t size)
 	if (cancel__test_live_objects() != live0)
 		api_fail("live objects %ld, expected %ld",
 		         cancel__test_live_objects(), live0);
+	if (lf_bad() != 0)
+		api_fail("%ld freed blocks written after their free", lf_bad());
 	return 0;
 }

@@ -10,7 +10,18 @@
  * again; at quiescence a canceled source has run every callback still
  * registered on it; a child linked to a parent whose cancel finished before
  * the child's destroy is canceled; everything destroyed, the live-object
- * count is back where it started.
+ * count and the /proc/self/fd table are back where they started.
+ *
+ * Reasons: each shared source has a reason of its own that every cancel
+ * call on it uses; exactly one such call returns true (fetch_add) when it
+ * ends canceled with it, none when its deadline (ETIMEDOUT) won, and every
+ * observer sees one reason per source; a child shows a parent's reason or
+ * its own deadline's.
+ *
+ * Lifetime: sources and callback records are heap blocks of their own
+ * (tests/lifetime.h) freed right after the destroy or unregister that ends
+ * them returns (records mid-input, by the worker that owns them; the shared
+ * sources at the end, in an order the input picks).
  *
  * The two workers are started once and reused (thread creation would cost
  * more than an input); a hand-off starts and ends each input. Operations
@@ -18,7 +29,9 @@
  */
 #include "cancel.h"
 #include "internal.h"
+#include "../tests/lifetime.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -28,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef FUZZ_THREADS_ENTRY
 #define FUZZ_THREADS_ENTRY LLVMFuzzerTestOneInput
@@ -68,11 +82,81 @@ struct trec {
 	int ran;       /* atomic */
 	int action;    /* set before register, read by the callback */
 	/* owner only */
-	int src;       /* -1: NONE token; -2: not registered */
-	int snapshot;
+	int src;       /* -1: NONE token */
 };
 
 static struct cancel_source *tsrc[TNS];
+/* Per shared source: its reason, winning cancels, the reason observers
+ * saw first, whether a deadline was armed. */
+static int t_wins[TNS];
+static int t_seen[TNS];
+static int t_timed[TNS];
+
+static int
+t_reason(int s)
+{
+	return 200 + s;
+}
+
+static void
+t_observe(int s, int r)
+{
+	if (r == 0)
+		return;
+	TCHECK(r == t_reason(s) ||
+	           (r == ETIMEDOUT && __atomic_load_n(&t_timed[s],
+	                                              __ATOMIC_ACQUIRE)),
+	       "reason from nowhere");
+	int none = 0;
+	if (!__atomic_compare_exchange_n(&t_seen[s], &none, r, false,
+	                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		TCHECK(none == r, "two reasons seen on one source");
+}
+
+static void
+t_cancel(int s)
+{
+	if (cancel_source_cancel_with(tsrc[s], t_reason(s)))
+		__atomic_fetch_add(&t_wins[s], 1, __ATOMIC_ACQ_REL);
+	int r = cancel_token_reason(cancel_source_token(tsrc[s]));
+	TCHECK(r != 0, "canceled without a reason");
+	t_observe(s, r);
+}
+
+/*
+ * The descriptors of the kinds the library makes (eventfds and other
+ * anonymous inodes; pipes too without a sanitizer) in /proc/self/fd: the
+ * sanitizer runtimes and libFuzzer open and close files and pipes of
+ * their own at any time, so those are not counted.
+ */
+static int
+t_fd_count(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (d == NULL)
+		return -1;
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		char path[300], target[64];
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		ssize_t len = readlink(path, target, sizeof(target) - 1);
+		if (len <= 0)
+			continue;
+		target[len] = '\0';
+		if (strncmp(target, "anon_inode:", 11) == 0)
+			n++;
+#if !defined(LF_ASAN) && !defined(LF_TSAN)
+		/* (The sanitizers talk to their symbolizer over pipes.) */
+		else if (strncmp(target, "pipe:", 5) == 0)
+			n++;
+#endif
+	}
+	closedir(d);
+	return n;
+}
 
 /*
  * Deadlines per input: each one is a round trip through the library
@@ -102,7 +186,7 @@ trec_fn(void *arg)
 		       "self-unregister returned true");
 		break;
 	case 2:
-		cancel_source_cancel_with(tsrc[(r->action >> 2) % TNS], 70);
+		t_cancel((r->action >> 2) % TNS);
 		break;
 	default:
 		break;
@@ -110,19 +194,26 @@ trec_fn(void *arg)
 	ST(&r->running, 0);
 }
 
-static void
-trec_check_idle(struct trec *r)
+static struct trec *
+trec_new(void)
 {
-	TCHECK(LD(&r->ran) == r->snapshot,
-	       "callback ran after its unregister returned");
-	TCHECK(LD(&r->running) == 0, "idle callback running");
+	return lf_alloc(sizeof(struct trec), LF_POISON);
+}
+
+/* Right after the call that ended its registration returned: a later
+ * run shows as a use after free (ASan) or broken poison. */
+static void
+trec_free(struct trec **rp)
+{
+	lf_free(*rp, sizeof(**rp), LF_POISON, "callback record");
+	*rp = NULL;
 }
 
 static void
-trec_register(struct trec *r, int s, int action, bool try)
+trec_register(struct trec **rp, int s, int action, bool try)
 {
-	trec_check_idle(r);
-	ST(&r->ran, 0);
+	struct trec *r = trec_new();
+	*rp = r;
 	r->action = action;
 	cancel_token tok = s < 0 ? CANCEL_TOKEN_NONE
 	                         : cancel_source_token(tsrc[s]);
@@ -139,42 +230,40 @@ trec_register(struct trec *r, int s, int action, bool try)
 	}
 	if (!ok) {
 		TCHECK(cancel_token_is_canceled(tok), "refused on live token");
-		r->snapshot = LD(&r->ran);
-		r->src = -2;
+		trec_free(rp);
 		return;
 	}
 	r->src = s;
 }
 
 static void
-trec_unregister(struct trec *r)
+trec_unregister(struct trec **rp)
 {
+	struct trec *r = *rp;
 	bool removed = cancel_callback_unregister(&r->cb);
 	TCHECK(LD(&r->running) == 0, "callback running after unregister");
 	int ran = LD(&r->ran);
 	TCHECK(removed == (ran == 0), "unregister result vs ran");
-	r->snapshot = ran;
-	r->src = -2;
+	trec_free(rp);
 }
 
 static void
-trec_try_unregister(struct trec *r)
+trec_try_unregister(struct trec **rp)
 {
+	struct trec *r = *rp;
 	int rc = cancel_callback_try_unregister(&r->cb);
 	switch (rc) {
 	case 0:
 		TCHECK(LD(&r->ran) == 0, "try_unregister 0 but ran");
-		r->snapshot = 0;
-		r->src = -2;
+		trec_free(rp);
 		break;
 	case EALREADY:
 		TCHECK(LD(&r->ran) == 1 && LD(&r->running) == 0,
 		       "EALREADY but not completed");
-		r->snapshot = 1;
-		r->src = -2;
+		trec_free(rp);
 		break;
 	case EINPROGRESS:
-		trec_unregister(r);
+		trec_unregister(rp);
 		break;
 	default:
 		thr_fail("try_unregister returned %d", rc);
@@ -186,7 +275,7 @@ trec_try_unregister(struct trec *r)
 /* ------------------------------------------------------------------ */
 
 struct tworker {
-	struct trec recs[TNR];
+	struct trec *recs[TNR]; /* NULL: not registered */
 	const uint8_t *ops[TMAXOPS];
 	int nops;
 	pthread_t th;
@@ -237,79 +326,87 @@ t_bump(unsigned *word)
 static void
 t_linked(uint8_t a, uint8_t b)
 {
-	struct cancel_source *c = malloc(sizeof(*c));
-	if (c == NULL)
-		abort();
+	struct cancel_source *c = lf_alloc(sizeof(*c), LF_PAGE);
 	int p0 = a % TNS, p1 = (a / TNS) % TNS;
 	cancel_token toks[2] = {cancel_source_token(tsrc[p0]),
 	                        cancel_source_token(tsrc[p1])};
 	size_t n = (b & 1) ? 2 : 1;
 	TCHECK(cancel_source_init_linked(c, toks, n) == 0, "init_linked");
-	struct trec r = {.src = -2};
-	bool reg = false;
+	struct trec *r = NULL;
+	int snap = 0;
+	bool armed = false;
 	if (b & 2) {
-		r.action = 0;
-		reg = cancel_callback_register(&r.cb, trec_fn, &r,
-		                               cancel_source_token(c));
-		if (!reg)
-			TCHECK(LD(&r.ran) == 1, "register false, fn not run");
+		r = trec_new();
+		if (!cancel_callback_register(&r->cb, trec_fn, r,
+		                              cancel_source_token(c))) {
+			TCHECK(LD(&r->ran) == 1, "register false, fn not run");
+			snap = 1;
+			trec_free(&r);
+		}
 	}
-	if ((b & 4) && timer_budget())
+	if ((b & 4) && timer_budget()) {
+		armed = true;
 		TCHECK(cancel_source_cancel_after(c, 0) == 0, "cancel_after");
+	}
 	bool parent_done = false;
 	for (size_t i = 0; i < n; i++) {
 		uint64_t s = LD(&tsrc[i == 0 ? p0 : p1]->state_);
 		if ((s & CANCEL__S_CANCELED) && (s & CANCEL__S_DONE))
 			parent_done = true;
 	}
-	if (reg) {
-		bool removed = cancel_callback_unregister(&r.cb);
-		TCHECK(LD(&r.running) == 0, "child callback running");
-		TCHECK(removed == (LD(&r.ran) == 0), "child unregister");
+	if (r != NULL) {
+		bool removed = cancel_callback_unregister(&r->cb);
+		TCHECK(LD(&r->running) == 0, "child callback running");
+		snap = LD(&r->ran);
+		TCHECK(removed == (snap == 0), "child unregister");
+		trec_free(&r);
 	}
-	int snap = LD(&r.ran);
 	TCHECK(cancel_source_destroy(c) == 0, "child destroy");
 	uint64_t cs = LD(&c->state_);
 	if (parent_done)
 		TCHECK(cs & CANCEL__S_CANCELED, "parent canceled, child not");
 	if (snap == 1)
 		TCHECK(cs & CANCEL__S_CANCELED, "child fn ran, child live");
-	TCHECK(LD(&r.ran) == snap, "child callback ran after destroy");
-	memset(c, 0xa5, sizeof(*c));
-	free(c);
+	if (cs & CANCEL__S_CANCELED) {
+		/* A parent's reason (the one it ended with) or its own
+		 * deadline's. */
+		int reason = cancel__state_reason(cs);
+		int r0 = cancel_token_reason(toks[0]);
+		int r1 = n == 2 ? cancel_token_reason(toks[1]) : 0;
+		TCHECK(reason == r0 || reason == r1 ||
+		           (armed && reason == ETIMEDOUT),
+		       "child reason from nowhere");
+	}
+	lf_free(c, sizeof(*c), LF_PAGE, "child source");
 }
 
 static void
 t_op(struct tworker *w, const uint8_t *d)
 {
 	uint8_t op = d[0], a = d[1];
-	struct trec *r = &w->recs[a % TNR];
+	struct trec **r = &w->recs[a % TNR];
 	int s = (a >> 2) % TNS;
 	switch (op % 10) {
 	case 0:
 	case 1:
-		if (r->src == -2)
+		if (*r == NULL)
 			trec_register(r, (a >> 2) % (TNS + 1) == TNS ? -1 : s,
 			              op >> 4, op % 10 == 1);
 		break;
 	case 2:
-		if (r->src != -2)
+		if (*r != NULL)
 			trec_unregister(r);
 		break;
 	case 3:
-		if (r->src != -2)
+		if (*r != NULL)
 			trec_try_unregister(r);
 		break;
 	case 4:
-		if (op & 0x10)
-			cancel_source_cancel_with(tsrc[s], 1 + (op >> 5));
-		else
-			cancel_source_cancel(tsrc[s]);
-		TCHECK(cancel_token_reason(cancel_source_token(tsrc[s])) != 0,
-		       "canceled without a reason");
+		t_cancel(s);
 		break;
 	case 5:
 		if (timer_budget()) {
+			__atomic_store_n(&t_timed[s], 1, __ATOMIC_RELEASE);
 			uint64_t ns = (op >> 4) * 1000u;
 			TCHECK(cancel_source_cancel_after(tsrc[s], ns) == 0,
 			       "cancel_after");
@@ -329,13 +426,15 @@ t_op(struct tworker *w, const uint8_t *d)
 		struct timespec past = {0, 0};
 		int rc = cancel_wait(&past, t);
 		TCHECK(rc == ECANCELED || rc == ETIMEDOUT, "wait");
-		if (rc == ECANCELED)
+		if (rc == ECANCELED) {
 			TCHECK(cancel_token_reason(t) != 0,
 			       "ECANCELED, reason 0");
+			t_observe(s, cancel_token_reason(t));
+		}
 		break;
 	}
 	default:
-		if (r->src != -2 && LD(&r->running))
+		if (*r != NULL && LD(&(*r)->running))
 			trec_unregister(r);
 		break;
 	}
@@ -359,9 +458,20 @@ t_main(void *arg)
 static void
 t_start(void)
 {
+	/* The library thread (and its descriptor) before the first input
+	 * counts descriptors. */
+	if (cancel_signal_prepare() != 0)
+		abort();
+	struct cancel_source *warm = lf_alloc(sizeof(*warm), LF_PAGE);
+	cancel_source_init(warm);
+	if (cancel_source_cancel_after(warm, 0) != 0 ||
+	    cancel_wait(NULL, cancel_source_token(warm)) != ECANCELED ||
+	    cancel_source_destroy(warm) != 0)
+		abort();
+	lf_free(warm, sizeof(*warm), LF_PAGE, "warm-up source");
 	for (int i = 0; i < 2; i++) {
 		for (int j = 0; j < TNR; j++)
-			tw[i].recs[j].src = -2;
+			tw[i].recs[j] = NULL;
 		if (pthread_create(&tw[i].th, NULL, t_main, &tw[i]) != 0)
 			abort();
 	}
@@ -378,11 +488,11 @@ FUZZ_THREADS_ENTRY(const uint8_t *data, size_t size)
 {
 	pthread_once(&tonce, t_start);
 	long live0 = cancel__test_live_objects();
+	int fds0 = t_fd_count();
 	for (int i = 0; i < TNS; i++) {
-		tsrc[i] = malloc(sizeof(*tsrc[i]));
-		if (tsrc[i] == NULL)
-			abort();
+		tsrc[i] = lf_alloc(sizeof(*tsrc[i]), LF_PAGE);
 		cancel_source_init(tsrc[i]);
+		t_wins[i] = t_seen[i] = t_timed[i] = 0;
 	}
 	tw[0].nops = tw[1].nops = 0;
 	__atomic_store_n(&t_timers, 0, __ATOMIC_RELAXED);
@@ -399,8 +509,8 @@ FUZZ_THREADS_ENTRY(const uint8_t *data, size_t size)
 	/* Quiescent (but for deadlines): finished cancels ran everything. */
 	for (int i = 0; i < 2; i++) {
 		for (int j = 0; j < TNR; j++) {
-			struct trec *r = &tw[i].recs[j];
-			if (r->src < 0)
+			struct trec *r = tw[i].recs[j];
+			if (r == NULL || r->src < 0)
 				continue;
 			uint64_t s = LD(&tsrc[r->src]->state_);
 			if ((s & CANCEL__S_CANCELED) && (s & CANCEL__S_DONE))
@@ -412,19 +522,54 @@ FUZZ_THREADS_ENTRY(const uint8_t *data, size_t size)
 		cancel_source_cancel_after(tsrc[i], CANCEL_NEVER);
 	for (int i = 0; i < 2; i++)
 		for (int j = 0; j < TNR; j++)
-			if (tw[i].recs[j].src != -2)
+			if (tw[i].recs[j] != NULL)
 				trec_unregister(&tw[i].recs[j]);
+	/* Reasons and winning cancels. */
 	for (int i = 0; i < TNS; i++) {
+		uint64_t st = LD(&tsrc[i]->state_);
+		int r = (st & CANCEL__S_CANCELED) ? cancel__state_reason(st) : 0;
+		int wins = LD(&t_wins[i]), seen = LD(&t_seen[i]);
+		TCHECK(seen == 0 || seen == r, "observers saw another reason");
+		if (r == t_reason(i)) {
+			TCHECK(wins == 1, "not exactly one winning cancel");
+		} else {
+			TCHECK(wins == 0, "a winning cancel, reason lost");
+			TCHECK(r == 0 || (r == ETIMEDOUT && LD(&t_timed[i])),
+			       "canceled with a reason from nowhere");
+		}
+	}
+	/* Destroy and free in an order the input picks. */
+	unsigned rot = size > 0 ? data[0] % TNS : 0;
+	bool rev = size > 1 && (data[1] & 1);
+	for (int k = 0; k < TNS; k++) {
+		int i = (int)((rot + (unsigned)(rev ? TNS - 1 - k : k)) % TNS);
 		TCHECK(cancel_source_destroy(tsrc[i]) == 0, "destroy");
-		memset(tsrc[i], 0xa5, sizeof(*tsrc[i]));
-		free(tsrc[i]);
+		lf_free(tsrc[i], sizeof(*tsrc[i]), LF_PAGE, "source");
 		tsrc[i] = NULL;
 	}
-	for (int i = 0; i < 2; i++)
-		for (int j = 0; j < TNR; j++)
-			trec_check_idle(&tw[i].recs[j]);
 	if (cancel__test_live_objects() != live0)
 		thr_fail("live objects %ld, expected %ld",
 		         cancel__test_live_objects(), live0);
+	if (t_fd_count() != fds0) {
+		/* Show them before failing. */
+		DIR *d = opendir("/proc/self/fd");
+		struct dirent *e;
+		while (d != NULL && (e = readdir(d)) != NULL) {
+			char path[300], target[64];
+			snprintf(path, sizeof(path), "/proc/self/fd/%s",
+			         e->d_name);
+			ssize_t len = readlink(path, target, sizeof(target) - 1);
+			if (len > 0) {
+				target[len] = '\0';
+				fprintf(stderr, "fuzz_threads: fd %s: %s\n",
+				        e->d_name, target);
+			}
+		}
+		if (d != NULL)
+			closedir(d);
+		thr_fail("descriptors %d, expected %d", t_fd_count(), fds0);
+	}
+	if (lf_bad() != 0)
+		thr_fail("%ld freed blocks written after their free", lf_bad());
 	return 0;
 }
