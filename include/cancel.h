@@ -188,7 +188,7 @@ extern "C" {
 #endif
 
 #define CANCEL_VERSION_MAJOR 1
-#define CANCEL_VERSION_MINOR 0
+#define CANCEL_VERSION_MINOR 1
 #define CANCEL_VERSION_PATCH 0
 
 /* No deadline / no duration: the largest uint64_t. */
