@@ -290,6 +290,16 @@ CANCEL_HIDDEN void cancel__group_test_no_reuse(bool on);
  * library opens comes from here, so the test hook below reaches them all.
  */
 CANCEL_HIDDEN int cancel__pidfd_open(pid_t pid, int *fd);
+/*
+ * wrap_io.c, shared with process.c. Reap @pid without blocking: 0 reaped
+ * (status in *@status if not NULL), EAGAIN still running, or waitpid's
+ * error (ECHILD). And the pidfd-less wait: reap, else sleep in
+ * cancel_wait() with a backoff from 1 to 50 ms: 0 reaped, ECANCELED,
+ * ETIMEDOUT (@dl_ns), ECHILD.
+ */
+CANCEL_HIDDEN int cancel__reap_nohang(pid_t pid, int *status);
+CANCEL_HIDDEN int cancel__waitpid_backoff(pid_t pid, int *status,
+                                          uint64_t dl_ns, cancel_token tok);
 /* Test hook: while @on, cancel__pidfd_open() fails with ENOSYS. */
 CANCEL_HIDDEN void cancel__test_pidfd_enosys(bool on);
 

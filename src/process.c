@@ -188,24 +188,6 @@ sigchld_ignored(void)
 	return sa.sa_handler == SIG_IGN || (sa.sa_flags & SA_NOCLDWAIT);
 }
 
-/* Reap without blocking: 0 reaped, EAGAIN still running, or ECHILD. */
-static int
-reap_nohang(struct child *c)
-{
-	for (;;) {
-		int st = 0;
-		pid_t r = waitpid(c->pid, &st, WNOHANG);
-		if (r == c->pid) {
-			c->status = st;
-			return 0;
-		}
-		if (r == 0)
-			return EAGAIN;
-		if (errno != EINTR)
-			return errno;
-	}
-}
-
 /* Reap a child that has exited or was sent SIGKILL: 0 or ECHILD. */
 static int
 reap_blocking(struct child *c)
@@ -303,36 +285,6 @@ wait_exit_until(struct child *c, uint64_t dl)
 }
 
 /*
- * The fallback's wait with the token: 0 once the child has been reaped,
- * ECANCELED, ETIMEDOUT (@dl), or ECHILD.
- */
-static int
-wait_polling(struct child *c, uint64_t dl, cancel_token tok)
-{
-	uint64_t step = BACKOFF_MIN_NS;
-	for (;;) {
-		if (cancel_token_is_canceled(tok))
-			return ECANCELED;
-		int rc = reap_nohang(c);
-		if (rc != EAGAIN)
-			return rc;
-		uint64_t now = cancel__now_ns();
-		if (now >= dl)
-			return ETIMEDOUT;
-		uint64_t until = cancel__add_sat(now, step);
-		if (until > dl)
-			until = dl;
-		struct timespec ts = cancel__ns_to_ts(until);
-		if (cancel_wait(&ts, tok) == ECANCELED)
-			return ECANCELED;
-		if (step < BACKOFF_MAX_NS)
-			step *= 2;
-		if (step > BACKOFF_MAX_NS)
-			step = BACKOFF_MAX_NS;
-	}
-}
-
-/*
  * Wait with the token until the child exits (reaped: 0), the token is
  * canceled (ECANCELED) or @dl passes (ETIMEDOUT); ECHILD if it vanished.
  * A pidfd wait that cannot get the token's descriptor (EMFILE...) or poll
@@ -345,7 +297,7 @@ wait_main(struct child *c, const struct timespec *deadline, uint64_t dl,
 	if (cancel_token_is_canceled(tok))
 		return ECANCELED;
 	if (c->pidfd < 0)
-		return wait_polling(c, dl, tok);
+		return cancel__waitpid_backoff(c->pid, &c->status, dl, tok);
 	struct pollfd p = { .fd = c->pidfd, .events = POLLIN };
 	int rc = cancel_poll(&p, 1, deadline, tok);
 	if (rc == 0) {
@@ -354,7 +306,7 @@ wait_main(struct child *c, const struct timespec *deadline, uint64_t dl,
 	}
 	if (rc == ECANCELED || rc == ETIMEDOUT)
 		return rc;
-	return wait_polling(c, dl, tok);
+	return cancel__waitpid_backoff(c->pid, &c->status, dl, tok);
 }
 
 /*
@@ -405,7 +357,7 @@ cancel_process_wait(pid_t pid, int *status, uint64_t grace_ns,
 		goto out;
 	}
 	/* Exited already (whatever the token says), or not our child. */
-	rc = reap_nohang(&c);
+	rc = cancel__reap_nohang(c.pid, &c.status);
 	if (rc != EAGAIN)
 		goto stored;
 

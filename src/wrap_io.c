@@ -517,8 +517,8 @@ out:
  * Reap @pid without blocking. 0 reaped (status stored), EAGAIN still
  * running, or waitpid's error (ECHILD).
  */
-static int
-reap_nohang(pid_t pid, int *status)
+int
+cancel__reap_nohang(pid_t pid, int *status)
 {
 	for (;;) {
 		int st = 0;
@@ -541,12 +541,13 @@ reap_nohang(pid_t pid, int *status)
  * SIGCHLD, so it checks with a backoff growing from 1 ms to 50 ms,
  * sleeping in cancel_wait() so cancellation still wakes it at once.
  */
-static int
-waitpid_backoff(pid_t pid, int *status, uint64_t dl_ns, cancel_token tok)
+int
+cancel__waitpid_backoff(pid_t pid, int *status, uint64_t dl_ns,
+                        cancel_token tok)
 {
 	uint64_t step = 1000000;
 	for (;;) {
-		int rc = reap_nohang(pid, status);
+		int rc = cancel__reap_nohang(pid, status);
 		if (rc != EAGAIN)
 			return rc;
 		uint64_t now = cancel__now_ns();
@@ -590,31 +591,31 @@ cancel_waitpid(pid_t pid, int *status, const struct timespec *deadline,
 		goto out;
 	}
 	/* Already exited (or not our child): no descriptor needed. */
-	rc = reap_nohang(pid, status);
+	rc = cancel__reap_nohang(pid, status);
 	if (rc != EAGAIN)
 		goto out;
 	/* Close-on-exec is always set on a pidfd (pidfd_open(2)). */
 	rc = cancel__pidfd_open(pid, &pidfd);
 	if (rc != 0 && rc != ENOSYS) {
 		if (rc == ESRCH) /* reaped by someone else meanwhile */
-			rc = reap_nohang(pid, status);
+			rc = cancel__reap_nohang(pid, status);
 		goto out;
 	}
 	if (pidfd < 0) {
-		rc = waitpid_backoff(pid, status, dl_ns, tok);
+		rc = cancel__waitpid_backoff(pid, status, dl_ns, tok);
 		goto out;
 	}
 	/* Readable once the child has exited; it stays readable. */
 	rc = wait_then_check(true, pidfd, POLLIN, deadline, tok);
 	if (rc != 0)
 		goto out;
-	rc = reap_nohang(pid, status);
+	rc = cancel__reap_nohang(pid, status);
 	if (rc == EAGAIN) {
 		/*
 		 * Readable but not reapable yet (not seen on Linux): check
 		 * with the backoff rather than spin on a level-triggered fd.
 		 */
-		rc = waitpid_backoff(pid, status, dl_ns, tok);
+		rc = cancel__waitpid_backoff(pid, status, dl_ns, tok);
 	}
 out:
 	if (pidfd >= 0)
