@@ -253,7 +253,8 @@ k_life(void *a, size_t ops)
 		cancel_source_init(&s);
 		cancel_source_cancel_after(&s, 30 * SEC + rnd(&sc->x) %
 		                                              (60 * SEC));
-		cancel_source_destroy(&s);
+		if (cancel_source_destroy(&s) != 0)
+			abort();
 	}
 }
 
@@ -494,7 +495,8 @@ burst_lib(struct burst *b, size_t n, uint64_t *x)
 		burst_result(b, dl, at, n);
 	for (size_t i = 0; i < n; i++) {
 		cancel_callback_unregister(&cb[i]);
-		cancel_source_destroy(&s[i]);
+		if (cancel_source_destroy(&s[i]) != 0)
+			abort();
 	}
 out:
 	free(s);
@@ -584,7 +586,8 @@ own_main(void *arg)
 	}
 	o->ns = (double)(now_ns() - t0) / SCALE_OPS;
 	for (size_t i = 0; i < 1000; i++)
-		cancel_source_destroy(&o->srcs[i]);
+		if (cancel_source_destroy(&o->srcs[i]) != 0)
+			abort();
 	return NULL;
 }
 
@@ -664,7 +667,8 @@ scale_bench(size_t max_n)
 		v[7][c] = v[3][c] / v[0][c];
 		v[8][c] = v[5][c] / v[0][c];
 		for (size_t i = 0; i < n; i++) {
-			cancel_source_destroy(&sc.srcs[i]);
+			if (cancel_source_destroy(&sc.srcs[i]) != 0)
+				abort();
 			h_disarm(&sc.hs[i]);
 		}
 		free(sc.srcs);

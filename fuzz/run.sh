@@ -33,7 +33,7 @@ mkdir -p "$OUT"
 LIBSRC=()
 for f in "$ROOT"/src/*.c; do
 	case $(basename "$f") in
-	wait_pthread.c | wake_pipe.c) ;;
+	wait_pthread.c | wake_pipe.c | watch_poll.c) ;;
 	*) LIBSRC+=("$f") ;;
 	esac
 done

@@ -218,8 +218,8 @@ list_unlink(struct cancel_source *s)
 		/* The last entry of a wheel slot (addresses compared as
 		 * integers: pp may point anywhere). */
 		uintptr_t i = ((uintptr_t)pp - (uintptr_t)&wheel[0][0]) /
-		              sizeof(wheel[0][0]);
-		if (i < W_LEVELS * W_SLOTS)
+		              sizeof(struct cancel_source *);
+		if (i < (uintptr_t)W_LEVELS * W_SLOTS)
 			occ[i / W_SLOTS] &= ~(1ull << (i % W_SLOTS));
 	}
 	s->tnext_ = NULL;

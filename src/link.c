@@ -190,7 +190,8 @@ walk_mark(struct walk *w, struct cancel_source *s)
 {
 	if ((w->seen_n + 1) * 2 > w->seen_cap) {
 		size_t cap = w->seen_cap * 2;
-		struct cancel_source **t = cancel__malloc(cap * sizeof(*t));
+		size_t bytes = cap * sizeof(struct cancel_source *);
+		struct cancel_source **t = cancel__malloc(bytes);
 		if (t == NULL) {
 			/* Fill the table we have; once it is full, prune (see
 			 * earliest()). */
@@ -199,7 +200,7 @@ walk_mark(struct walk *w, struct cancel_source *s)
 				return false;
 			goto insert;
 		}
-		memset(t, 0, cap * sizeof(*t));
+		memset(t, 0, bytes);
 		for (size_t i = 0; i < w->seen_cap; i++) {
 			struct cancel_source *e = w->seen[i];
 			if (e == NULL)
@@ -231,12 +232,13 @@ walk_push(struct walk *w, struct cancel_source *s)
 {
 	if (w->stack_n == w->stack_cap) {
 		size_t cap = w->stack_cap * 2;
-		struct cancel_source **t = cancel__malloc(cap * sizeof(*t));
+		size_t bytes = cap * sizeof(struct cancel_source *);
+		struct cancel_source **t = cancel__malloc(bytes);
 		if (t == NULL) {
 			w->oom = true;
 			return false;
 		}
-		memcpy(t, w->stack, w->stack_n * sizeof(*t));
+		memcpy(t, w->stack, w->stack_n * sizeof(struct cancel_source *));
 		if (w->stack != w->stack_buf)
 			cancel__free(w->stack);
 		w->stack = t;

@@ -92,12 +92,12 @@ index_take(struct cancel_queue *q, uint32_t *out)
 		}
 		if (qtab[idx / QCHUNK] == NULL) {
 			struct cancel_queue **c =
-			        cancel__malloc(QCHUNK * sizeof(*c));
+			        cancel__malloc(QCHUNK * sizeof(struct cancel_queue *));
 			if (c == NULL) {
 				rc = ENOMEM;
 				goto out;
 			}
-			memset(c, 0, QCHUNK * sizeof(*c));
+			memset(c, 0, QCHUNK * sizeof(struct cancel_queue *));
 			/* Release pairs with the acquire load in slot(). */
 			st_release(&qtab[idx / QCHUNK], c);
 		}

@@ -20,7 +20,9 @@
 #ifndef CANCEL_TEST_LIFETIME_H
 #define CANCEL_TEST_LIFETIME_H
 
+#ifdef __GLIBC__
 #include <execinfo.h>
+#endif
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -227,8 +229,12 @@ lf_segv(int sig, siginfo_t *si, void *ctx)
 	if (len > 0)
 		(void)!write(2, msg, (size_t)len);
 	void *frames[32];
+#ifdef __GLIBC__
 	int n = backtrace(frames, 32);
 	backtrace_symbols_fd(frames, n, 2);
+#else
+	(void)frames; /* no backtrace() outside glibc */
+#endif
 	if (lf_on_death != NULL)
 		lf_on_death();
 	signal(sig, SIG_DFL);

@@ -25,7 +25,7 @@ lib_sources() {
 	local f
 	for f in "$ROOT"/src/*.c; do
 		case $(basename "$f") in
-		wait_pthread.c | wake_pipe.c) ;;
+		wait_pthread.c | wake_pipe.c | watch_poll.c) ;;
 		*) echo "$f" ;;
 		esac
 	done

@@ -127,8 +127,9 @@ for backend in futex pthread; do
 	for f in "$ROOT"/src/*.c; do
 		b=$(basename "$f" .c)
 		case $backend:$b in
-		futex:wait_pthread | futex:wake_pipe) continue ;;
-		pthread:wait_futex | pthread:wake_eventfd) continue ;;
+		futex:wait_pthread | futex:wake_pipe | futex:watch_poll) continue ;;
+		pthread:wait_futex | pthread:wake_eventfd | pthread:watch_epoll)
+			continue ;;
 		esac
 		"$MUSL_CC" "${FLAGS[@]}" -c "$f" -o "$dir/$b.o" || ok=0
 		objs+=("$dir/$b.o")

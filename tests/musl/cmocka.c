@@ -108,6 +108,17 @@ _assert_memory_equal(const void *a, const void *b, size_t size,
 }
 
 void
+_assert_string_equal(const char *a, const char *b, const char *file,
+                     int line)
+{
+	if (a != NULL && b != NULL && strcmp(a, b) == 0)
+		return;
+	fprintf(stderr, "[  ERROR   ] --- \"%s\" != \"%s\"\n",
+	        a != NULL ? a : "(null)", b != NULL ? b : "(null)");
+	failed_at(file, line);
+}
+
+void
 _fail(const char *file, int line)
 {
 	failed_at(file, line);

@@ -32,6 +32,12 @@ struct CMUnitTest {
 #define cmocka_unit_test_setup_teardown(f, setup, teardown)                  \
 	{ #f, f, setup, teardown, NULL }
 
+#define cmocka_unit_test_prestate_setup_teardown(f, setup, teardown, st) \
+	{ #f, f, setup, teardown, st }
+
+#define cmocka_run_group_tests(tests, group_setup, group_teardown)          \
+	cmocka_run_group_tests_name(#tests, tests, group_setup, group_teardown)
+
 #define cmocka_run_group_tests_name(name, tests, group_setup, group_teardown) \
 	_cmocka_run_group_tests(name, tests, sizeof(tests) / sizeof((tests)[0]), \
 	                        group_setup, group_teardown)
@@ -53,6 +59,8 @@ void _assert_ptr_equal(const void *a, const void *b, const char *file,
                        int line);
 void _assert_memory_equal(const void *a, const void *b, size_t size,
                           const char *file, int line);
+void _assert_string_equal(const char *a, const char *b, const char *file,
+                          int line);
 void _fail(const char *file, int line);
 void _skip(const char *file, int line);
 void _cm_fail_msg(const char *file, int line, const char *fmt, ...)
@@ -84,6 +92,8 @@ void print_message(const char *fmt, ...)
 	                  __LINE__)
 #define assert_memory_equal(a, b, size)                                      \
 	_assert_memory_equal((a), (b), (size), __FILE__, __LINE__)
+#define assert_string_equal(a, b)                                            \
+	_assert_string_equal((a), (b), __FILE__, __LINE__)
 #define fail() _fail(__FILE__, __LINE__)
 #define fail_msg(...) _cm_fail_msg(__FILE__, __LINE__, __VA_ARGS__)
 #define skip() _skip(__FILE__, __LINE__)
