@@ -818,8 +818,16 @@ op_hunt(struct worker *w)
 #define WBUF_LEN ((size_t)1 << 20)
 static char wbuf[WBUF_LEN];
 
-/* The callback of K_UNREG: it runs inside the worker's cancel and stays
- * until the helper's unregister is parked on it (or 1 ms passed). */
+/*
+ * The callback of K_UNREG: it runs inside the worker's cancel and stays
+ * until the helper's unregister is parked on it. It must not return
+ * before: an unregister that has read the callback's source but not yet
+ * locked it is a call starting on that source, which may not race its
+ * destroy (cancel.h, lifetime; tests/model/lifetime_flaw_unreg_early.pml),
+ * and the worker destroys the source right after its cancel returns. The
+ * helper calls unregister once it saw the callback running, so the park
+ * comes; 10 s without it is a failure.
+ */
 static void
 unreg_fn(void *arg)
 {
@@ -828,11 +836,13 @@ unreg_fn(void *arg)
 	int was = __atomic_exchange_n(&r->running, 1, __ATOMIC_ACQ_REL);
 	CHECK(was == 0, "callback running twice at once");
 	CHECK(ADD(&r->ran, 1) == 0, "callback ran twice");
-	uint64_t give_up = tu_now_ns() + 1000000;
+	uint64_t give_up = tu_now_ns() + 10000000000ull;
 	while (!(__atomic_load_n(&j->src->gen_, __ATOMIC_ACQUIRE) &
-	         GEN_WAIT) &&
-	       tu_now_ns() < give_up)
+	         GEN_WAIT)) {
+		CHECK(tu_now_ns() < give_up,
+		      "the unregister never parked on its running callback");
 		spin(100);
+	}
 	spin(r->spin);
 	ST(&r->running, 0);
 }
@@ -1168,8 +1178,9 @@ op_blocking(struct worker *w, uint64_t *rng)
 			AWAIT(LD(&j->moved) > 0 || LD(&j->returned));
 		break;
 	case K_WRITE_PIPE:
-		/* Bytes arrived: the writer is inside (it maybe ended). */
-		AWAIT(LD(&j->moved) >= (long)(j->delay * 16) ||
+		/* Bytes arrived: the writer is inside (it maybe ended). At
+		 * least one: a call not yet started may not race destroy. */
+		AWAIT(LD(&j->moved) >= (long)(j->delay * 16) + 1 ||
 		      LD(&j->returned));
 		break;
 	case K_WRITE_FILE: {
