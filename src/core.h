@@ -159,9 +159,9 @@ core_push_locked(struct cancel_source *src, struct cancel_callback *cb,
  * returns: the caller's business).
  */
 static inline uint32_t
-core_remove_registered(struct cancel_source *src, struct cancel_callback *cb)
+core_remove_registered_st(struct cancel_source *src,
+                          struct cancel_callback *cb, uint32_t st)
 {
-	uint32_t st = ld_relaxed(&cb->state_);
 	if ((st & CB_STATE_MASK) != CB_REGISTERED)
 		return 0;
 	core_list_unlink(src, cb);
@@ -169,6 +169,13 @@ core_remove_registered(struct cancel_source *src, struct cancel_callback *cb)
 	if (!(st & CB_KEEP_SRC))
 		st_relaxed(&cb->src_, NULL);
 	return st;
+}
+
+/* The same, reading @cb's state under the lock itself. */
+static inline uint32_t
+core_remove_registered(struct cancel_source *src, struct cancel_callback *cb)
+{
+	return core_remove_registered_st(src, cb, ld_relaxed(&cb->state_));
 }
 
 /* Try the list lock once, without spinning: the hot paths' entry. */
@@ -212,11 +219,13 @@ core_unregister_fast(struct cancel_source *src, struct cancel_callback *cb)
 {
 	if (!core_trylock(src))
 		return false;
-	if (__builtin_expect(ld_relaxed(&cb->state_) & CB_QUEUED, 0)) {
+	/* One load of the state serves both checks. */
+	uint32_t st = ld_relaxed(&cb->state_);
+	if (__builtin_expect(st & CB_QUEUED, 0)) {
 		core_unlock(src); /* the general path tells its queue */
 		return false;
 	}
-	uint32_t st = core_remove_registered(src, cb);
+	st = core_remove_registered_st(src, cb, st);
 	if (st & CB_KEEP_SRC)
 		st_relaxed(&src->children_, ld_relaxed(&src->children_) - 1);
 	/* Release pairs with the next locker's acquire. */
