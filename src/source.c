@@ -440,46 +440,30 @@ pred_no_waiters(uint64_t s)
 	return cancel__state_waiters(s) == 0;
 }
 
-/* Park on the state word until @pred holds; DWAIT asks for a wake-up. */
-static void
-wait_state(struct cancel_source *src, bool (*pred)(uint64_t))
-{
-	for (;;) {
-		/* Acquire pairs with run_list's DONE release and with
-		 * cancel__waiter_leave's release. */
-		uint64_t s = ld_acquire(&src->state_);
-		if (pred(s))
-			return;
-		if (!(s & CANCEL__S_DWAIT)) {
-			fetch_or_acq_rel(&src->state_, CANCEL__S_DWAIT);
-			continue;
-		}
-		cancel__park(cancel__state_word(src), (uint32_t)s,
-		             CANCEL_NEVER);
-	}
-}
-
 /*
- * destroy() from a callback of @src's own cancel, on a canceled source:
- * wait for the users to leave, unless an unregister is parked on the
- * callback this thread is running (GEN_WAIT): it leaves only after that
- * callback returns, so waiting would deadlock; false means EBUSY. The
+ * Park on the state word until @pred holds (true); DWAIT asks for a
+ * wake-up. With @busy_on_gen_wait (destroy() from a callback of @src's own
+ * cancel), give up (false) as soon as an unregister is parked on the
+ * callback this thread runs (GEN_WAIT): it leaves only after that callback
+ * returns, so waiting for it would deadlock; the caller returns EBUSY. The
  * unregister sets GEN_WAIT before it counts itself and wakes us if DWAIT
  * is set (callback.c), so one of us sees the other.
  */
 static bool
-wait_users_from_callback(struct cancel_source *src)
+wait_state(struct cancel_source *src, bool (*pred)(uint64_t),
+           bool busy_on_gen_wait)
 {
 	for (;;) {
-		/* Acquire pairs with cancel__waiter_leave's release and with
-		 * the parked unregister's acq_rel count. */
+		/* Acquire pairs with run_list's DONE release, with
+		 * cancel__waiter_leave's release and with the parked
+		 * unregister's acq_rel count. */
 		uint64_t s = ld_acquire(&src->state_);
-		if (ld_relaxed(&src->gen_) & GEN_WAIT) {
+		if (busy_on_gen_wait && (ld_relaxed(&src->gen_) & GEN_WAIT)) {
 			fetch_and_acq_rel(&src->state_,
 			                  ~(uint64_t)CANCEL__S_DWAIT);
 			return false;
 		}
-		if (pred_no_waiters(s))
+		if (pred(s))
 			return true;
 		if (!(s & CANCEL__S_DWAIT)) {
 			fetch_or_acq_rel(&src->state_, CANCEL__S_DWAIT);
@@ -550,7 +534,7 @@ teardown(struct cancel_source *src, struct cancel__frame *frame,
 			if (r == (void *)&cancel__tls.queued)
 				dequeue(src);
 			else if (!cancel__frame_is_mine(r))
-				wait_state(src, pred_done);
+				wait_state(src, pred_done, false);
 		}
 	}
 	/* Disarm before closing the fd: a firing timer may still write it. */
@@ -593,15 +577,14 @@ destroy_slow(struct cancel_source *src)
 					goto out;
 				}
 			}
-			wait_state(src, pred_done);
+			wait_state(src, pred_done, false);
 		}
 	}
 	if (ld_acquire(&src->state_) & CANCEL__S_CANCELED) {
-		if (mine != NULL && !wait_users_from_callback(src)) {
+		if (!wait_state(src, pred_no_waiters, mine != NULL)) {
 			rc = EBUSY;
 			goto out;
 		}
-		wait_state(src, pred_no_waiters);
 	}
 	rc = teardown(src, mine, queued);
 	if (__builtin_expect(cancel__debug_leaks, 0) && rc == 0)

@@ -10,6 +10,7 @@
 
 #include "cancel.h"
 #include "internal.h"
+#include "core.h"
 #include "testutil.h"
 
 #include <errno.h>
@@ -501,6 +502,68 @@ every_core_call_leaves_errno_alone(void **state)
 	assert_int_equal(errno, 4242);
 }
 
+/*
+ * A callback destroys its own source while another thread's unregister is
+ * parked on that very callback: EBUSY at once (the unregister leaves only
+ * after the callback returns, so waiting for it would deadlock). Once the
+ * callback returned, the unregister returns false and destroy succeeds;
+ * the source and the record are freed at once.
+ */
+struct parked {
+	struct cancel_source *src;
+	struct cancel_callback *cb;
+	int rc_in_callback;
+	int running;
+	int unreg_done;
+	bool unreg_result;
+};
+
+static void
+destroy_once_unregister_parks(void *arg)
+{
+	struct parked *p = arg;
+	tu_signal(&p->running);
+	/* Wait (bounded) for the other thread's unregister to park. */
+	uint64_t end = tu_now_ns() + 10000000000ull;
+	while (!(ld_acquire(&p->src->gen_) & GEN_WAIT) && tu_now_ns() < end)
+		sched_yield();
+	p->rc_in_callback = cancel_source_destroy(p->src);
+}
+
+static void *
+unregister_thread(void *arg)
+{
+	struct parked *p = arg;
+	tu_await(&p->running); /* started while the callback runs */
+	p->unreg_result = cancel_callback_unregister(p->cb);
+	tu_signal(&p->unreg_done);
+	return NULL;
+}
+
+static void
+destroy_from_callback_is_ebusy_while_an_unregister_waits_for_it(void **state)
+{
+	(void)state;
+	struct parked p = {0};
+	p.src = malloc(sizeof(*p.src));
+	p.cb = calloc(1, sizeof(*p.cb));
+	assert_non_null(p.src);
+	assert_non_null(p.cb);
+	cancel_source_init(p.src);
+	assert_true(cancel_callback_register(p.cb, destroy_once_unregister_parks,
+	                                     &p, cancel_source_token(p.src)));
+	pthread_t t = tu_spawn(unregister_thread, &p);
+	assert_true(cancel_source_cancel(p.src));
+	tu_join(t);
+	assert_int_equal(p.unreg_done, 1);
+	assert_false(p.unreg_result);
+	free(p.cb); /* unregister returned: nothing touches it */
+	assert_int_equal(p.rc_in_callback, EBUSY);
+	assert_int_equal(cancel_source_destroy(p.src), 0);
+	memset(p.src, 0xA5, sizeof(*p.src));
+	free(p.src);
+}
+
 int
 main(void)
 {
@@ -524,6 +587,8 @@ main(void)
 	    cmocka_unit_test(
 	        destroy_from_own_callback_lets_the_request_free_itself),
 	    cmocka_unit_test(destroy_from_callback_is_ebusy_while_others_remain),
+	    cmocka_unit_test(
+	        destroy_from_callback_is_ebusy_while_an_unregister_waits_for_it),
 	    cmocka_unit_test(every_core_call_leaves_errno_alone),
 	};
 	return cmocka_run_group_tests_name("source", tests, NULL, NULL);
