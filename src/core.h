@@ -293,7 +293,10 @@ CANCEL_HIDDEN void cancel__released_add(struct cancel__frame *f,
                                         struct cancel_callback *cb);
 
 /* queue.c: a queued callback's hooks (see there). */
-CANCEL_HIDDEN void cancel__queue_fire(struct cancel_callback *cb);
+struct cancel_queue;
+CANCEL_HIDDEN struct cancel_queue *
+cancel__queue_move(struct cancel_source *src, struct cancel_callback *cb);
+CANCEL_HIDDEN void cancel__queue_signal(struct cancel_queue *q);
 CANCEL_HIDDEN int cancel__queue_unregister(struct cancel_callback *cb,
                                            bool wait);
 CANCEL_HIDDEN void cancel__queue_removed(struct cancel_callback *cb);

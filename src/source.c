@@ -204,9 +204,21 @@ run_list(struct cancel_source *src, bool outermost)
 		src->head_ = cb->next_;
 		if (cb->next_ != NULL)
 			cb->next_->prev_ = NULL;
+		uint32_t st = ld_relaxed(&cb->state_);
+		if (__builtin_expect(st & CB_QUEUED, 0)) {
+			/* To its queue (it runs on the loop), with those
+			 * after it bound for the same queue, still under
+			 * our lock: never current_, no user code here. */
+			struct cancel_queue *q = cancel__queue_move(src, cb);
+			if (q != NULL) {
+				core_unlock(src);
+				cancel__queue_signal(q);
+				core_lock(src);
+			}
+			continue;
+		}
 		/* DONE at once: readers tell a running callback by
 		 * current_, not by its state. */
-		uint32_t st = ld_relaxed(&cb->state_);
 		st_relaxed(&cb->state_, (st & ~CB_STATE_MASK) | CB_DONE);
 		src->current_ = cb;
 		frame.cb_released = false;
@@ -214,10 +226,7 @@ run_list(struct cancel_source *src, bool outermost)
 		void *arg = cb->arg_;
 		core_unlock(src);
 
-		if (__builtin_expect(st & CB_QUEUED, 0))
-			cancel__queue_fire(cb); /* runs on the loop */
-		else
-			fn(arg);
+		fn(arg);
 
 		if (__builtin_expect(frame.cb_released | frame.src_destroyed,
 		                     0)) {

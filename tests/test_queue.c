@@ -471,6 +471,170 @@ unregister_racing_cancel_and_run_gives_exactly_one_outcome(void **state)
 }
 
 /*
+ * One source, callbacks inline and bound for two queues, interleaved: a
+ * cancel runs the inline ones on its own thread and moves the queued ones
+ * to their queues (those next to each other for one queue in one step);
+ * each queue runs exactly its own, once; one taken back after the cancel
+ * never runs; the source may go as soon as the cancel returned.
+ */
+static void
+mixed_callbacks_of_one_source_go_to_their_own_queues(void **state)
+{
+	(void)state;
+	int fds0 = tu_fd_count();
+	struct cancel_queue *q1 = malloc(sizeof(*q1));
+	struct cancel_queue *q2 = malloc(sizeof(*q2));
+	assert_non_null(q1);
+	assert_non_null(q2);
+	assert_int_equal(cancel_queue_init(q1), 0);
+	assert_int_equal(cancel_queue_init(q2), 0);
+	struct cancel_source *s = new_source();
+	enum { N = 9 };
+	/* 0 inline, 1 first queue, 2 second queue */
+	const int where[N] = {0, 1, 1, 2, 1, 0, 1, 1, 2};
+	struct rec *r = calloc(N, sizeof(*r));
+	assert_non_null(r);
+	for (int i = 0; i < N; i++) {
+		if (where[i] == 0)
+			assert_true(cancel_callback_register(
+			        &r[i].cb, on_fire, &r[i],
+			        cancel_source_token(s)));
+		else
+			assert_int_equal(cancel_callback_register_queued(
+			                         &r[i].cb, on_fire, &r[i],
+			                         where[i] == 1 ? q1 : q2,
+			                         cancel_source_token(s)),
+			                 0);
+	}
+	pthread_t canceller = tu_spawn(cancel_thread, s);
+	tu_join(canceller);
+	free_source(s);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(r[i].runs, where[i] == 0 ? 1 : 0);
+		if (where[i] == 0)
+			assert_true(pthread_equal(r[i].ran_on, canceller));
+	}
+	assert_true(fd_readable(cancel_queue_fd(q1)));
+	assert_true(fd_readable(cancel_queue_fd(q2)));
+	/* Taken back from the middle of the first queue's batch. */
+	assert_true(cancel_callback_unregister(&r[4].cb));
+	assert_int_equal(cancel_callback_try_unregister(&r[4].cb), ENOENT);
+	assert_int_equal(cancel_queue_run(q1), 4);
+	assert_false(fd_readable(cancel_queue_fd(q1)));
+	assert_true(fd_readable(cancel_queue_fd(q2)));
+	assert_int_equal(cancel_queue_run(q2), 2);
+	assert_false(fd_readable(cancel_queue_fd(q2)));
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(r[i].runs, i == 4 ? 0 : 1);
+		if (where[i] != 0 && i != 4)
+			assert_true(pthread_equal(r[i].ran_on, pthread_self()));
+		if (i != 4)
+			assert_false(cancel_callback_unregister(&r[i].cb));
+	}
+	free(r);
+	assert_int_equal(cancel_queue_destroy(q1), 0);
+	assert_int_equal(cancel_queue_destroy(q2), 0);
+	free(q1);
+	free(q2);
+	assert_int_equal(tu_fd_count(), fds0);
+}
+
+/*
+ * Several callbacks of one source on one queue (moved to it in one step)
+ * while two threads unregister them and the loop runs the queue: each
+ * callback has exactly one outcome, removed (never runs) or ran (its
+ * unregister returned false after it ran), and the fd ends clear.
+ */
+enum { BATCH = 6 };
+
+struct batch_race {
+	struct cancel_queue *q;
+	struct cancel_source *s;
+	struct rec *r;
+	int go;
+	bool removed[BATCH];
+};
+
+struct batch_half {
+	struct batch_race *x;
+	int from;
+};
+
+static void *
+batch_cancel_then_run(void *arg)
+{
+	struct batch_race *x = arg;
+	tu_await(&x->go);
+	cancel_source_cancel(x->s);
+	cancel_queue_run(x->q);
+	return NULL;
+}
+
+static void *
+batch_unreg_half(void *arg)
+{
+	struct batch_half *h = arg;
+	tu_await(&h->x->go);
+	for (int i = h->from; i < BATCH; i += 2)
+		h->x->removed[i] = cancel_callback_unregister(&h->x->r[i].cb);
+	return NULL;
+}
+
+static void
+unregisters_racing_a_batched_cancel_and_run_give_one_outcome_each(
+        void **state)
+{
+	(void)state;
+	long rounds = tu_rounds(1500, 15000);
+	long removed = 0, ran = 0;
+	for (long k = 0; k < rounds; k++) {
+		struct batch_race *x = calloc(1, sizeof(*x));
+		assert_non_null(x);
+		x->q = malloc(sizeof(*x->q));
+		assert_non_null(x->q);
+		assert_int_equal(cancel_queue_init(x->q), 0);
+		x->s = new_source();
+		x->r = calloc(BATCH, sizeof(*x->r));
+		assert_non_null(x->r);
+		for (int i = 0; i < BATCH; i++)
+			assert_int_equal(cancel_callback_register_queued(
+			                         &x->r[i].cb, on_fire, &x->r[i],
+			                         x->q, cancel_source_token(x->s)),
+			                 0);
+		struct batch_half h0 = {x, 0}, h1 = {x, 1};
+		pthread_t a = tu_spawn(batch_cancel_then_run, x);
+		pthread_t b = tu_spawn(batch_unreg_half, &h0);
+		pthread_t c = tu_spawn(batch_unreg_half, &h1);
+		tu_signal(&x->go);
+		tu_join(a);
+		tu_join(b);
+		tu_join(c);
+		/* Whatever was neither removed nor run yet runs now. */
+		cancel_queue_run(x->q);
+		assert_false(fd_readable(cancel_queue_fd(x->q)));
+		for (int i = 0; i < BATCH; i++) {
+			int runs = x->r[i].runs;
+			if (x->removed[i]) {
+				assert_int_equal(runs, 0);
+				removed++;
+			} else {
+				assert_int_equal(runs, 1);
+				ran++;
+			}
+		}
+		free(x->r);
+		free_source(x->s);
+		assert_int_equal(cancel_queue_destroy(x->q), 0);
+		memset(x->q, 0xA5, sizeof(*x->q));
+		free(x->q);
+		free(x);
+	}
+	fprintf(stderr, "batched queue race: %ld removed, %ld ran\n", removed,
+	        ran);
+	assert_int_equal(removed + ran, rounds * BATCH);
+}
+
+/*
  * The loop may run a callback (and the program destroy the queue) while
  * the canceling thread is still writing the queue's fd: destroy must
  * succeed at once, and the late writer must not touch the freed queue
@@ -512,6 +676,10 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(callback_runs_on_run_thread_not_on_canceller),
+		cmocka_unit_test(
+		        mixed_callbacks_of_one_source_go_to_their_own_queues),
+		cmocka_unit_test(
+		        unregisters_racing_a_batched_cancel_and_run_give_one_outcome_each),
 		cmocka_unit_test(
 		        destroy_right_after_run_while_canceller_may_still_signal),
 		cmocka_unit_test(
