@@ -217,6 +217,14 @@ check signal_broken_racy_push safety 'assertion violated  !(freed[lst])'
 check signal_broken_no_lt_wake safety 'invalid end state'
 check signal_broken_no_lt_wake np 'non-progress cycle'
 
+# loop delivery: a cancel moving callbacks to a queue, unregister, run
+# (src/queue.c, run_list in src/source.c)
+check queue safety ok
+check queue safety ok -DTWO
+check queue np ok -DTWO
+check queue_broken_gap safety 'assertion violated (removed||((ran[c]==1)&& !(current[c])))'
+check queue_broken_no_recheck safety 'assertion violated (readable==(pending>0))'
+
 # lifetime: the users count, destroy and poisoning (issue 12; src/source.c,
 # callback.c, wrap_io.c, wrap_cond.c, libthread.c). touch(role) asserts
 # "!freed || role", so the expected text names the thread that touched

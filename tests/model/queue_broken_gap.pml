@@ -1,0 +1,3 @@
+/* queue_broken_gap.pml: see queue.pml. Must FAIL. */
+#define BROKEN_GAP
+#include "queue.pml"
