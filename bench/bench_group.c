@@ -10,13 +10,15 @@
  *              each (the floor of any thread-per-member design).
  *          The three alternate within each repetition, so load changes
  *          hit all of them.
- *   stop:  16 members, 15 blocked (5 in cancel_cond_wait, 5 in
+ *   stop:  16 members, 15 blocked (5 in cancel_cond_wait, each on its
+ *          own mutex and condvar, then all five on one shared pair; 5 in
  *          cancel_sleep, 5 in cancel_read on a pipe) and one that fails:
  *          from the failing member's return to the last sibling's return
  *          (each member stamps CLOCK_MONOTONIC as it returns), and to
  *          wait's return (which also joins the 16 threads). The floor,
  *          alternating with it: 15 raw threads blocked in FUTEX_WAIT on
  *          one word, one FUTEX_WAKE, until the last of them ran again.
+ *          Also per kind: when the last member of each kind returned.
  *
  * Run: bench_group [reps]   (default 41 spawn repetitions, 401 stop rounds;
  * the stop rounds are 10x reps). Nothing is asserted.
@@ -126,8 +128,9 @@ run_raw(void)
 
 struct stop {
 	struct cancel_group g;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
+	pthread_mutex_t mu[5];
+	pthread_cond_t cv[5];
+	int shared; /* 1: the five cond_wait members share mu[0], cv[0] */
 	int pipes[5][2];
 	int entered;
 	uint64_t failed_ns;
@@ -147,11 +150,12 @@ sibling(void *arg, cancel_token tok)
 	int rc;
 	fetch_add_release(&s->entered, 1);
 	if (b->i < 5) {
-		pthread_mutex_lock(&s->mu);
+		int k = s->shared ? 0 : b->i;
+		pthread_mutex_lock(&s->mu[k]);
 		do
-			rc = cancel_cond_wait(&s->cv, &s->mu, NULL, tok);
+			rc = cancel_cond_wait(&s->cv[k], &s->mu[k], NULL, tok);
 		while (rc == 0);
-		pthread_mutex_unlock(&s->mu);
+		pthread_mutex_unlock(&s->mu[k]);
 	} else if (b->i < 10) {
 		rc = cancel_sleep(10ull * 1000000000u, tok);
 	} else {
@@ -178,6 +182,10 @@ failer(void *arg, cancel_token tok)
 	return EIO;
 }
 
+/* Per kind (cond_wait, sleep, read): the last member's return. */
+static uint64_t *kind_last[3];
+static int kind_round;
+
 static void
 run_stop(struct stop *s, uint64_t *to_members, uint64_t *to_wait)
 {
@@ -202,6 +210,14 @@ run_stop(struct stop *s, uint64_t *to_members, uint64_t *to_wait)
 			last = s->returned_ns[i];
 	*to_members = last - s->failed_ns;
 	*to_wait = waited - s->failed_ns;
+	for (int k = 0; k < 3; k++) {
+		uint64_t kl = s->failed_ns;
+		for (int i = 5 * k; i < 5 * k + 5; i++)
+			if (s->returned_ns[i] > kl)
+				kl = s->returned_ns[i];
+		kind_last[k][kind_round] = kl - s->failed_ns;
+	}
+	kind_round++;
 }
 
 /* The floor: 15 threads in FUTEX_WAIT, one wake, the last one to run. */
@@ -300,32 +316,56 @@ main(int argc, char **argv)
 	uint64_t *w = calloc((size_t)rounds, sizeof(*w));
 	if (s == NULL || m == NULL || w == NULL)
 		return 1;
-	pthread_mutex_init(&s->mu, NULL);
-	pthread_cond_init(&s->cv, NULL);
+	for (int i = 0; i < 5; i++) {
+		pthread_mutex_init(&s->mu[i], NULL);
+		pthread_cond_init(&s->cv[i], NULL);
+	}
 	for (int i = 0; i < 5; i++)
 		if (pipe2(s->pipes[i], O_CLOEXEC | O_NONBLOCK) != 0)
 			return 1;
 	uint64_t *f = calloc((size_t)rounds, sizeof(*f));
 	if (f == NULL)
 		return 1;
-	for (int r = 0; r < rounds; r++) {
-		run_stop(s, &m[r], &w[r]);
-		f[r] = run_raw_stop();
+	for (int k = 0; k < 3; k++) {
+		kind_last[k] = calloc((size_t)rounds, sizeof(uint64_t));
+		if (kind_last[k] == NULL)
+			return 1;
 	}
-	printf("stop: first failure -> all %d members returned "
-	       "(5 cond_wait, 5 sleep, 5 read), %d rounds (us)\n",
-	       NSIB + 1, rounds);
-	/* Percentiles first (they sort), then the max. */
-	uint64_t m50 = pct(m, rounds, 50), m90 = pct(m, rounds, 90);
-	uint64_t w50 = pct(w, rounds, 50), w90 = pct(w, rounds, 90);
-	uint64_t f50 = pct(f, rounds, 50), f90 = pct(f, rounds, 90);
-	printf("  members returned  p50 %7.1f  p90 %7.1f  max %7.1f\n",
-	       m50 / 1e3, m90 / 1e3, m[rounds - 1] / 1e3);
-	printf("  wait returned     p50 %7.1f  p90 %7.1f  max %7.1f\n",
-	       w50 / 1e3, w90 / 1e3, w[rounds - 1] / 1e3);
-	printf("  raw: 15 threads, one FUTEX_WAKE, last one running\n"
-	       "                    p50 %7.1f  p90 %7.1f  max %7.1f\n",
-	       f50 / 1e3, f90 / 1e3, f[rounds - 1] / 1e3);
+	static const char *const kind[3] = {"cond_wait", "sleep", "read"};
+	for (int shared = 0; shared < 2; shared++) {
+		s->shared = shared;
+		kind_round = 0;
+		for (int r = 0; r < rounds; r++) {
+			run_stop(s, &m[r], &w[r]);
+			f[r] = run_raw_stop();
+		}
+		printf("stop: first failure -> all %d members returned "
+		       "(5 cond_wait on %s, 5 sleep, 5 read), %d rounds "
+		       "(us)\n",
+		       NSIB + 1,
+		       shared ? "one shared mutex and condvar"
+		              : "their own mutexes and condvars",
+		       rounds);
+		/* Percentiles first (they sort), then the max. */
+		uint64_t m50 = pct(m, rounds, 50), m90 = pct(m, rounds, 90);
+		uint64_t w50 = pct(w, rounds, 50), w90 = pct(w, rounds, 90);
+		uint64_t f50 = pct(f, rounds, 50), f90 = pct(f, rounds, 90);
+		printf("  members returned  p50 %7.1f  p90 %7.1f  max %7.1f\n",
+		       m50 / 1e3, m90 / 1e3, m[rounds - 1] / 1e3);
+		printf("  wait returned     p50 %7.1f  p90 %7.1f  max %7.1f\n",
+		       w50 / 1e3, w90 / 1e3, w[rounds - 1] / 1e3);
+		for (int k = 0; k < 3; k++) {
+			uint64_t k50 = pct(kind_last[k], rounds, 50);
+			uint64_t k90 = pct(kind_last[k], rounds, 90);
+			printf("  last %-9s    p50 %7.1f  p90 %7.1f\n",
+			       kind[k], k50 / 1e3, k90 / 1e3);
+		}
+		printf("  raw: 15 threads, one FUTEX_WAKE, last one running\n"
+		       "                    p50 %7.1f  p90 %7.1f  max %7.1f\n",
+		       f50 / 1e3, f90 / 1e3, f[rounds - 1] / 1e3);
+	}
+	for (int k = 0; k < 3; k++)
+		free(kind_last[k]);
 	for (int i = 0; i < 5; i++) {
 		close(s->pipes[i][0]);
 		close(s->pipes[i][1]);

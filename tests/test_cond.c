@@ -421,6 +421,148 @@ cancel_between_registration_and_sleep_still_wakes(void **state)
 	shared_destroy(&s);
 }
 
+/*
+ * One cancel, several waiters on one condvar and mutex with one token: the
+ * first hook that takes the mutex broadcasts for all of them, the others
+ * return at once (wrap_cond.c, "One broadcast for a run"). Every waiter
+ * wakes with ECANCELED and the mutex held, promptly (not at its 5 s
+ * deadline). Also with one waiter held in its registration window (mutex
+ * held, hook registered): its hook cannot be covered by another's
+ * broadcast and must still wake it.
+ */
+static void
+one_cancel_wakes_every_waiter_of_one_condvar(int held_in_window)
+{
+	enum { N = 4 };
+	struct shared s;
+	shared_init(&s);
+	struct cancel_source *src = malloc(sizeof(*src));
+	assert_non_null(src);
+	cancel_source_init(src);
+	struct waiter w[N];
+	pthread_t th[N];
+	for (int i = 0; i < N; i++) {
+		w[i] = (struct waiter){&s, cancel_source_token(src), 5000, -1,
+		                       0, 0};
+		assert_int_equal(
+		        pthread_create(&th[i], NULL, waiter_main, &w[i]), 0);
+		wait_ready(&s, i + 1);
+	}
+	struct holder h = {&s, cancel_source_token(src), -1};
+	pthread_t hth;
+	if (held_in_window) {
+		st_relaxed(&in_window, 0);
+		st_relaxed(&cancel_done, 0);
+		assert_int_equal(pthread_create(&hth, NULL, holder_main, &h),
+		                 0);
+		spin_until(&in_window);
+	}
+	uint64_t t0 = tu_now_ms();
+	assert_true(cancel_source_cancel(src));
+	st_release(&cancel_done, 1);
+	for (int i = 0; i < N; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(w[i].rc, ECANCELED);
+		assert_true(w[i].held);
+	}
+	if (held_in_window) {
+		pthread_join(hth, NULL);
+		assert_int_equal(h.rc, ECANCELED);
+	}
+	assert_true(tu_now_ms() - t0 < 4000);
+	assert_int_equal(cancel_source_destroy(src), 0);
+	memset(src, 0xA5, sizeof(*src));
+	free(src);
+	shared_destroy(&s);
+}
+
+static void
+one_cancel_wakes_all_waiters_of_one_condvar(void **state)
+{
+	(void)state;
+	one_cancel_wakes_every_waiter_of_one_condvar(0);
+}
+
+static void
+one_cancel_wakes_waiters_asleep_and_in_their_window(void **state)
+{
+	(void)state;
+	one_cancel_wakes_every_waiter_of_one_condvar(1);
+}
+
+/* Two condvars of one mutex: a broadcast on one covers nothing on the
+ * other, so both waiters must be woken. */
+struct two_cv {
+	pthread_mutex_t mu;
+	pthread_cond_t cv[2];
+	int ready; /* under mu */
+	cancel_token tok;
+	int rc[2];
+};
+
+struct two_cv_arg {
+	struct two_cv *t;
+	int k;
+};
+
+static void *
+two_cv_waiter(void *arg)
+{
+	struct two_cv_arg *a = arg;
+	struct two_cv *t = a->t;
+	struct timespec dl = cancel_deadline_in(5000 * 1000000ull);
+	pthread_mutex_lock(&t->mu);
+	t->ready++;
+	int rc = 0;
+	while (rc == 0)
+		rc = cancel_cond_wait(&t->cv[a->k], &t->mu, &dl, t->tok);
+	t->rc[a->k] = rc;
+	pthread_mutex_unlock(&t->mu);
+	return NULL;
+}
+
+static void
+one_cancel_wakes_waiters_of_two_condvars_of_one_mutex(void **state)
+{
+	(void)state;
+	struct two_cv t = {.ready = 0};
+	init_mutex(&t.mu);
+	pthread_cond_init(&t.cv[0], NULL);
+	pthread_cond_init(&t.cv[1], NULL);
+	struct cancel_source *src = malloc(sizeof(*src));
+	assert_non_null(src);
+	cancel_source_init(src);
+	t.tok = cancel_source_token(src);
+	struct two_cv_arg a[2] = {{&t, 0}, {&t, 1}};
+	pthread_t th[2];
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(
+		        pthread_create(&th[k], NULL, two_cv_waiter, &a[k]), 0);
+		/* Past ready under mu: the waiter is inside its wait. */
+		for (;;) {
+			pthread_mutex_lock(&t.mu);
+			int r = t.ready;
+			pthread_mutex_unlock(&t.mu);
+			if (r > k)
+				break;
+			sched_yield();
+		}
+	}
+	uint64_t t0 = tu_now_ms();
+	assert_true(cancel_source_cancel(src));
+	for (int k = 0; k < 2; k++) {
+		pthread_join(th[k], NULL);
+		assert_int_equal(t.rc[k], ECANCELED);
+	}
+	assert_true(tu_now_ms() - t0 < 4000);
+	assert_int_equal(cancel_source_destroy(src), 0);
+	memset(src, 0xA5, sizeof(*src));
+	free(src);
+	assert_int_equal(pthread_cond_destroy(&t.cv[0]), 0);
+	assert_int_equal(pthread_cond_destroy(&t.cv[1]), 0);
+	assert_int_equal(pthread_mutex_destroy(&t.mu), 0);
+}
+
 struct signaller {
 	struct shared *s;
 	pthread_barrier_t *bar;
@@ -542,6 +684,11 @@ main(void)
 		cmocka_unit_test(
 		        cancel_racing_the_predicate_check_is_never_lost),
 		cmocka_unit_test(a_consumed_signal_is_passed_on),
+		cmocka_unit_test(one_cancel_wakes_all_waiters_of_one_condvar),
+		cmocka_unit_test(
+		        one_cancel_wakes_waiters_asleep_and_in_their_window),
+		cmocka_unit_test(
+		        one_cancel_wakes_waiters_of_two_condvars_of_one_mutex),
 	};
 	return cmocka_run_group_tests_name(cancel__backend_name, tests, NULL,
 	                                   NULL);
