@@ -162,7 +162,7 @@ destroy_after_a_signal_cancel_without_a_library_thread_is_eagain(
 	/* In a child of this still single-threaded process (this test runs
 	 * first): no library thread, and a descriptor limit keeps it from
 	 * starting. */
-	pid_t pid = fork();
+	pid_t pid = tu_fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		struct cancel_source *b = malloc(sizeof(*b));

@@ -468,7 +468,7 @@ lt_start_child(int which)
 static void
 run_lt_child(int which)
 {
-	pid_t pid = fork();
+	pid_t pid = tu_fork();
 	assert_true(pid >= 0);
 	if (pid == 0)
 		tu_child_exit(lt_start_child(which));

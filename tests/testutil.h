@@ -47,6 +47,26 @@ void __gcov_dump(void);
 #define tu_child_exit(code) _exit(code)
 #endif
 
+/*
+ * fork() for a child that ends with tu_child_exit(). gcc --coverage turns
+ * every direct call of fork() into __gcov_fork(), which zeroes the child's
+ * counters once fork() has returned: what the library's fork handlers did
+ * in the child (pthread_atfork) would be lost, as if they never ran. The
+ * coverage build calls fork() through a pointer, which gcc leaves alone;
+ * the child's dump then repeats the parent's counts up to the fork (the
+ * counts grow, which code ran does not change).
+ */
+static inline pid_t
+tu_fork(void)
+{
+#ifdef CANCEL_COVERAGE
+	pid_t (*volatile fork_fn)(void) = fork;
+	return fork_fn();
+#else
+	return fork();
+#endif
+}
+
 static inline uint64_t
 tu_now_ns(void)
 {
