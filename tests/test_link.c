@@ -493,6 +493,28 @@ deadline_of_a_ladder_visits_each_ancestor_once(void **state)
 	                                  &got));
 	cancel__test_fail_alloc(0);
 	assert_int_equal(errno, 777);
+	/*
+	 * A nearer deadline on a direct parent, met in the walk's first
+	 * steps: found whichever allocation fails (the set's growths, the
+	 * stack's), and when every one does (the set fills its stack buffer,
+	 * then treats each new source as met).
+	 */
+	struct timespec nearest = cancel_deadline_in(900ull * 1000000000ull);
+	assert_int_equal(cancel_source_cancel_at(&a[RUNGS - 2], &nearest), 0);
+	for (long k = -1; k <= 8; k++) {
+		errno = 777;
+		cancel__test_fail_alloc(k);
+		t0 = tu_now_ns();
+		bool found = cancel_token_deadline(
+		    cancel_source_token(&b[RUNGS - 1]), &got);
+		uint64_t took = tu_now_ns() - t0;
+		cancel__test_fail_alloc(0);
+		assert_true(found);
+		assert_true(took < 1000000000ull);
+		assert_int_equal(errno, 777);
+		assert_int_equal(got.tv_sec, nearest.tv_sec);
+		assert_int_equal(got.tv_nsec, nearest.tv_nsec);
+	}
 	for (int i = RUNGS - 1; i >= 0; i--) {
 		assert_int_equal(cancel_source_destroy(&a[i]), 0);
 		assert_int_equal(cancel_source_destroy(&b[i]), 0);
