@@ -38,14 +38,22 @@
 /*
  * _exit() for a forked child that used the library. The coverage build
  * (CANCEL_COVERAGE, the coverage preset) first writes the child's
- * counters, which _exit() would drop.
+ * counters, which _exit() would drop. A function, not a macro: @code
+ * (often the call that does the child's work) is evaluated before the
+ * counters are written.
  */
 #ifdef CANCEL_COVERAGE
 void __gcov_dump(void);
-#define tu_child_exit(code) (__gcov_dump(), _exit(code))
-#else
-#define tu_child_exit(code) _exit(code)
 #endif
+
+static inline _Noreturn void
+tu_child_exit(int code)
+{
+#ifdef CANCEL_COVERAGE
+	__gcov_dump();
+#endif
+	_exit(code);
+}
 
 /*
  * fork() for a child that ends with tu_child_exit(). gcc --coverage turns
