@@ -721,7 +721,9 @@ connect_to_listener_succeeds_and_restores_blocking_mode(void **state)
 	assert_int_equal(cancel_source_destroy(&src), 0);
 }
 
-/* Connected already (EISCONN): the call's goal holds, 0, flags kept. */
+/* Connected already: the call's goal holds, 0, flags kept. (The kernel
+ * answers the first call after a non-blocking connect completed with 0,
+ * every later one with EISCONN.) */
 static void
 connect_on_a_connected_socket_returns_zero(void **state)
 {
@@ -733,11 +735,14 @@ connect_on_a_connected_socket_returns_zero(void **state)
 	assert_int_equal(cancel_connect(s, (struct sockaddr *)&addr,
 	                                sizeof(addr), &dl, CANCEL_TOKEN_NONE),
 	                 0);
-	errno = 67;
-	assert_int_equal(cancel_connect(s, (struct sockaddr *)&addr,
-	                                sizeof(addr), &dl, CANCEL_TOKEN_NONE),
-	                 0);
-	assert_int_equal(errno, 67);
+	for (int i = 0; i < 2; i++) {
+		errno = 67;
+		assert_int_equal(cancel_connect(s, (struct sockaddr *)&addr,
+		                                sizeof(addr), &dl,
+		                                CANCEL_TOKEN_NONE),
+		                 0);
+		assert_int_equal(errno, 67);
+	}
 	assert_int_equal(get_fl(s), fl);
 	close(s);
 	close(l);
