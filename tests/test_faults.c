@@ -238,16 +238,18 @@ token_fd_reports_emfile_and_recovers(void **state)
 /*
  * A queue's descriptor cannot be made: EMFILE. Its only allocation is a
  * new chunk of the table that finds queues by index (one chunk per 256
- * queues, kept for good): within 257 inits one needs it, and its failure
- * is ENOMEM with nothing left behind. Destroy gives the index back to a
+ * queues, kept for good): of 100 inits, each with its next allocation
+ * failing, the first needs one and reports ENOMEM with nothing left
+ * behind; the others allocate nothing. Destroy gives the index back to a
  * free list that grows by allocation; when that fails the index is just
- * never reused, and destroy still succeeds.
+ * never reused, and destroy still succeeds. (This must be the program's
+ * first use of queues: the table and the list start empty.)
  */
 static void
 queue_init_reports_emfile_and_enomem_and_recovers(void **state)
 {
 	(void)state;
-	enum { NQ = 300 };
+	enum { NQ = 100 };
 	struct cancel_queue *q = calloc(NQ, sizeof(*q));
 	assert_non_null(q);
 	int fds0 = tu_fd_count();
@@ -260,7 +262,7 @@ queue_init_reports_emfile_and_enomem_and_recovers(void **state)
 	assert_int_equal(cancel__test_live_objects(), live0);
 
 	int n = 0, failed = 0;
-	while (n < NQ && failed == 0) {
+	while (n < NQ) {
 		long live = cancel__test_live_objects();
 		cancel__test_fail_alloc(1);
 		rc = cancel_queue_init(&q[n]);
@@ -293,15 +295,18 @@ queue_init_reports_emfile_and_enomem_and_recovers(void **state)
 	assert_int_equal(cancel_source_destroy(s), 0);
 	free(s);
 
+	/* The first ten under failure; the rest make the list grow (and
+	 * copy what it holds) a few times. */
 	for (int i = 0; i < n; i++) {
-		cancel__test_fail_alloc(1);
+		cancel__test_fail_alloc(i < 10 ? 1 : 0);
 		rc = cancel_queue_destroy(&q[i]);
 		cancel__test_fail_alloc(0);
 		assert_int_equal(rc, 0);
 	}
 	free(q);
 	assert_int_equal(tu_fd_count(), fds0);
-	assert_int_equal(cancel__test_live_objects(), live0 + 1); /* chunk */
+	/* Kept for good: the chunk and the free list. */
+	assert_int_equal(cancel__test_live_objects(), live0 + 2);
 }
 
 static void
@@ -459,7 +464,8 @@ waitpid_reports_emfile_and_recovers(void **state)
 
 /*
  * The library thread's start, in a fresh child process (fork resets the
- * thread). @which: 0 cond_wait, 1 cancel_after, 2 signal_prepare.
+ * thread). @which: 0 cond_wait, 1 cancel_after, 2 signal_prepare,
+ * 3 cancel_on_signal.
  * Returns the child's exit code: 0 when every check held.
  */
 static int
@@ -491,6 +497,9 @@ lt_start_child(int which)
 		break;
 	case 1:
 		rc = cancel_source_cancel_after(&s, 1000000);
+		break;
+	case 3:
+		rc = cancel_source_cancel_on_signal(&s, SIGUSR2);
 		break;
 	default:
 		rc = cancel_signal_prepare();
@@ -526,6 +535,18 @@ lt_start_child(int which)
 			return 32;
 		if (cancel_token_reason(cancel_source_token(&s)) != ETIMEDOUT)
 			return 33;
+		break;
+	case 3:
+		/* Nothing was installed by the failed call. */
+		if (cancel_signal_restore(SIGUSR2) != EINVAL)
+			return 35;
+		if (cancel_source_cancel_on_signal(&s, SIGUSR2) != 0)
+			return 36;
+		raise(SIGUSR2);
+		if (cancel_wait(NULL, cancel_source_token(&s)) != ECANCELED)
+			return 37;
+		if (cancel_signal_restore(SIGUSR2) != 0)
+			return 38;
 		break;
 	default:
 		if (cancel_signal_prepare() != 0)
@@ -765,6 +786,13 @@ signal_prepare_eagain_when_library_thread_cannot_start(void **state)
 	run_lt_child(2);
 }
 
+static void
+cancel_on_signal_eagain_when_library_thread_cannot_start(void **state)
+{
+	(void)state;
+	run_lt_child(3);
+}
+
 /* ------------------------------------------------------------------ */
 /* EINTR storms                                                       */
 /* ------------------------------------------------------------------ */
@@ -927,6 +955,8 @@ main(void)
 		    cancel_after_eagain_when_library_thread_cannot_start),
 		cmocka_unit_test(
 		    signal_prepare_eagain_when_library_thread_cannot_start),
+		cmocka_unit_test(
+		    cancel_on_signal_eagain_when_library_thread_cannot_start),
 		cmocka_unit_test(
 		    group_go_eagain_when_library_thread_cannot_start),
 		cmocka_unit_test(watch_reports_eagain_and_emfile_and_recovers),
