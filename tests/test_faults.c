@@ -262,6 +262,7 @@ queue_init_reports_emfile_and_enomem_and_recovers(void **state)
 	assert_int_equal(cancel__test_live_objects(), live0);
 
 	int n = 0, failed = 0;
+	int per = 0; /* descriptors per queue: 1 (eventfd) or 2 (pipe) */
 	while (n < NQ) {
 		long live = cancel__test_live_objects();
 		cancel__test_fail_alloc(1);
@@ -269,15 +270,18 @@ queue_init_reports_emfile_and_enomem_and_recovers(void **state)
 		cancel__test_fail_alloc(0);
 		if (rc == ENOMEM) {
 			failed++;
-			assert_int_equal(tu_fd_count(), fds0 + n);
+			assert_int_equal(tu_fd_count(), fds0 + n * per);
 			assert_int_equal(cancel__test_live_objects(), live);
 			rc = cancel_queue_init(&q[n]);
 		}
 		assert_int_equal(rc, 0);
 		n++;
+		if (per == 0)
+			per = tu_fd_count() - fds0;
 	}
 	assert_int_equal(failed, 1);
-	assert_int_equal(tu_fd_count(), fds0 + n);
+	assert_true(per == 1 || per == 2);
+	assert_int_equal(tu_fd_count(), fds0 + n * per);
 
 	/* The queue made after the failure works. */
 	struct cancel_source *s = malloc(sizeof(*s));
@@ -669,10 +673,11 @@ group_slot_child(void)
 }
 
 /*
- * A watch needs the library thread (EAGAIN when it cannot start) and, for
- * the process's first watch, the epoll descriptor (EMFILE when it cannot
- * be made; a forked child starts without one). Neither failure holds the
- * source or leaves a descriptor; with the limit lifted the watch works.
+ * A watch needs the library thread (EAGAIN when it cannot start) and, on
+ * the epoll backend, for the process's first watch, the epoll descriptor
+ * (EMFILE when it cannot be made; a forked child starts without one).
+ * Neither failure holds the source or leaves a descriptor; with the limit
+ * lifted the watch works.
  */
 static int
 watch_child(void)
@@ -701,6 +706,8 @@ watch_child(void)
 
 	if (cancel_signal_prepare() != 0) /* the library thread runs */
 		return 22;
+#ifdef CANCEL_BACKEND_futex
+	/* The epoll backend; the portable one makes no descriptor. */
 	int fds1 = tu_fd_count();
 	if (!child_limit_fds(&old))
 		return 23;
@@ -711,6 +718,7 @@ watch_child(void)
 		return 25;
 	if (tu_fd_count() != fds1)
 		return 26;
+#endif
 	/* Not held: destroy succeeds. */
 	if (cancel_source_destroy(s) != 0)
 		return 27;
