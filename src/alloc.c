@@ -12,13 +12,16 @@
 
 static long live_objects;
 static long alloc_count;
-static long fail_countdown; /* k > 0: the k-th allocation from now fails */
+static long fail_countdown; /* k > 0: the k-th allocation from now fails;
+                            * k < 0: every allocation fails */
 static int fail_errno;      /* errno an injected failure sets (0: none) */
 
 static bool
 should_fail(void)
 {
 	long k = ld_relaxed(&fail_countdown);
+	if (k < 0)
+		return true;
 	while (k > 0) {
 		if (cas_acq_rel(&fail_countdown, &k, k - 1))
 			return k == 1;

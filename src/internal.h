@@ -255,7 +255,8 @@ CANCEL_HIDDEN void cancel__live_fd(int delta);
 
 /*
  * Test hooks. cancel__test_fail_alloc(k): the k-th allocation from now
- * fails (1 = the next one), then allocations succeed again; 0 disables.
+ * fails (1 = the next one), then allocations succeed again; a negative k:
+ * every allocation fails until the next call; 0 disables.
  * cancel__test_fail_alloc_errno(e): an injected failure also sets errno
  * to e, as a real malloc failure sets ENOMEM (0, the default: untouched).
  * cancel__test_live_objects(): allocations plus descriptors held now.

@@ -54,6 +54,12 @@ null_pointers_are_rejected(void **state)
 	assert_int_equal(cancel_token_fd(CANCEL_TOKEN_NONE, &fd), EINVAL);
 	assert_int_equal(cancel_wait(NULL, CANCEL_TOKEN_NONE), EINVAL);
 	assert_int_equal(cancel_waitpid(0, NULL, NULL, tok), EINVAL);
+	assert_false(cancel_source_cancel(NULL));
+	assert_false(cancel_source_cancel_with(NULL, EIO));
+	assert_false(cancel_source_cancel_with_cause(NULL, EIO, "x"));
+	assert_int_equal(cancel_queue_init(NULL), EINVAL);
+	assert_int_equal(cancel_queue_run(NULL), 0);
+	assert_int_equal(cancel_queue_fd(NULL), -1);
 	assert_int_equal(errno, 999);
 	/* The source is untouched by all of it. */
 	assert_false(cancel_token_is_canceled(tok));
@@ -162,7 +168,7 @@ destroy_after_a_signal_cancel_without_a_library_thread_is_eagain(
 	/* In a child of this still single-threaded process (this test runs
 	 * first): no library thread, and a descriptor limit keeps it from
 	 * starting. */
-	pid_t pid = fork();
+	pid_t pid = tu_fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		struct cancel_source *b = malloc(sizeof(*b));

@@ -389,24 +389,33 @@ linked_child_of_timed_out_parent_says_deadline_passed(void **state)
 /* ------------------------------------------------------------------ */
 
 static void
+assert_on_signal_cause_is(int signo, const char *name)
+{
+	struct sigaction old;
+	sigaction(signo, NULL, &old);
+	struct cancel_source *s = new_source();
+	assert_int_equal(cancel_source_cancel_on_signal(s, signo), 0);
+	raise(signo);
+	struct cancel_cause c = cause_of(s);
+	assert_int_equal(c.reason, EINTR);
+	assert_string_equal(c.msg, name);
+	assert_ptr_equal(c.origin, s);
+	assert_int_equal(cancel_signal_restore(signo), 0);
+	free_source(s);
+	struct sigaction now;
+	sigaction(signo, NULL, &now);
+	assert_ptr_equal((void *)(uintptr_t)now.sa_handler,
+	                 (void *)(uintptr_t)old.sa_handler);
+}
+
+/* A standard signal by its name; a real-time one relative to SIGRTMIN
+ * (its number differs between systems and C libraries). */
+static void
 on_signal_cause_names_the_signal(void **state)
 {
 	(void)state;
-	struct sigaction old;
-	sigaction(SIGUSR1, NULL, &old);
-	struct cancel_source *s = new_source();
-	assert_int_equal(cancel_source_cancel_on_signal(s, SIGUSR1), 0);
-	raise(SIGUSR1);
-	struct cancel_cause c = cause_of(s);
-	assert_int_equal(c.reason, EINTR);
-	assert_string_equal(c.msg, "SIGUSR1");
-	assert_ptr_equal(c.origin, s);
-	assert_int_equal(cancel_signal_restore(SIGUSR1), 0);
-	free_source(s);
-	struct sigaction now;
-	sigaction(SIGUSR1, NULL, &now);
-	assert_ptr_equal((void *)(uintptr_t)now.sa_handler,
-	                 (void *)(uintptr_t)old.sa_handler);
+	assert_on_signal_cause_is(SIGUSR1, "SIGUSR1");
+	assert_on_signal_cause_is(SIGRTMIN + 3, "SIGRTMIN+3");
 }
 
 struct waiter {
@@ -621,11 +630,83 @@ static void leak_fn_b(void *arg) { (void)arg; }
 static struct cancel_source leak_src;
 static struct cancel_callback leak_cb[2];
 
+/*
+ * Child mode "many": the registry under load. The very first allocation
+ * fails (the registry cannot start: many[0] goes untracked and the report
+ * must say its list is incomplete); 99 more sources make it grow twice;
+ * half of them are destroyed and ten initialized again at the same
+ * addresses (their old slots are tombstones); one is initialized twice
+ * without a destroy (listed once); one is linked to two live parents (the
+ * parents list no callback of their own). A fork meanwhile leaves the
+ * registry usable in the grandchild. Left alive: 61 sources. Prints the
+ * addresses the parent checks; exits non-zero if a step failed.
+ */
+enum { MANY = 100, MANY_LEFT = 61 };
+static struct cancel_source *many[MANY]; /* reachable: no LSan report */
+
+static int
+child_many(void)
+{
+	for (int i = 0; i < MANY; i++) {
+		many[i] = malloc(sizeof(*many[i]));
+		if (many[i] == NULL)
+			return 50;
+	}
+	long live = cancel__test_live_objects();
+	cancel__test_fail_alloc(1);
+	cancel_source_init(many[0]);
+	cancel__test_fail_alloc(0);
+	if (cancel__test_live_objects() != live)
+		return 51; /* the failed allocation left nothing */
+	for (int i = 1; i < MANY; i++)
+		cancel_source_init(many[i]);
+	for (int i = 1; i <= 50; i++)
+		if (cancel_source_destroy(many[i]) != 0)
+			return 52;
+	for (int i = 1; i <= 10; i++)
+		cancel_source_init(many[i]);
+	cancel_source_init(many[11]);
+	cancel_source_init(many[11]);
+	cancel_token up[2] = {cancel_source_token(many[60]),
+	                      cancel_source_token(many[61])};
+	if (cancel_source_init_linked(many[12], up, 2) != 0)
+		return 53;
+
+	fflush(stdout);
+	pid_t pid = tu_fork();
+	if (pid < 0)
+		return 54;
+	if (pid == 0) {
+		/* The registry's lock came along free: init and destroy
+		 * work. tu_child_exit: no report from here. */
+		struct cancel_source *g = malloc(sizeof(*g));
+		if (g == NULL)
+			tu_child_exit(1);
+		cancel_source_init(g);
+		int rc = cancel_source_destroy(g);
+		free(g);
+		tu_child_exit(rc == 0 ? 0 : 2);
+	}
+	int st;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return 55;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		return 56;
+	printf("%p %p %p %p\n", (void *)many[0], (void *)many[11],
+	       (void *)many[12], (void *)many[60]);
+	fflush(stdout);
+	return 0;
+}
+
 /* Child modes. "leak": one source with an armed deadline and two
- * callbacks stays alive; "clean": everything is destroyed. */
+ * callbacks stays alive; "clean": everything is destroyed; "many": see
+ * child_many(). */
 static __attribute__((noinline)) int
 child_main(const char *mode)
 {
+	if (strcmp(mode, "many") == 0)
+		return child_many();
 	bool leak = strcmp(mode, "leak") == 0;
 	struct cancel_source done, linked;
 	cancel_source_init(&done);
@@ -680,10 +761,10 @@ read_all(int fd)
 	return buf;
 }
 
-/* Run this program as "MODE" with CANCEL_DEBUG=leaks; return its
+/* Run this program as "MODE" with CANCEL_DEBUG=@debug; return its
  * stdout and stderr. */
 static void
-run_child(const char *mode, char **out, char **err)
+run_child(const char *mode, const char *debug, char **out, char **err)
 {
 	int po[2], pe[2];
 	assert_int_equal(pipe(po), 0);
@@ -695,7 +776,7 @@ run_child(const char *mode, char **out, char **err)
 		dup2(pe[1], 2);
 		close(po[0]);
 		close(pe[0]);
-		setenv("CANCEL_DEBUG", "leaks", 1);
+		setenv("CANCEL_DEBUG", debug, 1);
 		char *argv[] = {(char *)"test_cause", (char *)mode, NULL};
 		execv("/proc/self/exe", argv);
 		_exit(127);
@@ -729,7 +810,7 @@ leak_report_lists_exactly_the_leaked_objects(void **state)
 {
 	(void)state;
 	char *out, *err;
-	run_child("leak", &out, &err);
+	run_child("leak", "leaks", &out, &err);
 	void *src, *fa, *fb, *fmain;
 	assert_int_equal(sscanf(out, "%p %p %p %p", &src, &fa, &fb, &fmain),
 	                 4);
@@ -761,8 +842,60 @@ leak_report_says_nothing_for_a_clean_run(void **state)
 {
 	(void)state;
 	char *out, *err;
-	run_child("clean", &out, &err);
+	run_child("clean", "leaks", &out, &err);
 	assert_string_equal(err, "");
+	free(out);
+	free(err);
+}
+
+/* CANCEL_DEBUG is a comma-separated list: "leaks" must be one of its
+ * words, not a part of one. */
+static void
+leak_report_needs_the_word_leaks(void **state)
+{
+	(void)state;
+	char *out, *err;
+	run_child("leak", "leak,leaksx", &out, &err);
+	void *src, *fa, *fb, *fmain;
+	assert_int_equal(sscanf(out, "%p %p %p %p", &src, &fa, &fb, &fmain),
+	                 4);
+	assert_string_equal(err, "");
+	free(out);
+	free(err);
+}
+
+static void
+leak_report_of_a_crowded_registry_lists_each_live_source_once(
+    void **state)
+{
+	(void)state;
+	char *out, *err;
+	run_child("many", "trace,leaks", &out, &err);
+	void *lost, *twice, *linked, *parent;
+	assert_int_equal(
+	    sscanf(out, "%p %p %p %p", &lost, &twice, &linked, &parent), 4);
+	char want[160];
+	snprintf(want, sizeof(want),
+	         "libcancel: CANCEL_DEBUG=leaks: %d sources not destroyed "
+	         "(registry out of memory: list incomplete)\n",
+	         MANY_LEFT);
+	assert_non_null(strstr(err, want));
+	assert_int_equal(count(err, "libcancel: leak: source "), MANY_LEFT);
+	snprintf(want, sizeof(want), "source %p created at ", lost);
+	assert_null(strstr(err, want));
+	snprintf(want, sizeof(want), "source %p created at ", twice);
+	assert_int_equal(count(err, want), 1);
+	snprintf(want, sizeof(want), "source %p created at ", linked);
+	assert_int_equal(count(err, want), 1);
+	snprintf(want, sizeof(want), "source %p created at ", parent);
+	const char *line = strstr(err, want);
+	assert_non_null(line);
+	const char *eol = strchr(line, '\n');
+	assert_non_null(eol);
+	const char *n0 = strstr(line, ", 0 callbacks registered");
+	assert_true(n0 != NULL && n0 < eol);
+	/* Nobody registered a callback: the links are not listed. */
+	assert_int_equal(count(err, "  callback "), 0);
 	free(out);
 	free(err);
 }
@@ -794,6 +927,9 @@ main(int argc, char **argv)
 	    cmocka_unit_test(calls_leave_errno_alone),
 	    cmocka_unit_test(leak_report_lists_exactly_the_leaked_objects),
 	    cmocka_unit_test(leak_report_says_nothing_for_a_clean_run),
+	    cmocka_unit_test(leak_report_needs_the_word_leaks),
+	    cmocka_unit_test(
+	        leak_report_of_a_crowded_registry_lists_each_live_source_once),
 	};
 	return cmocka_run_group_tests_name("cause", tests, NULL, NULL);
 }

@@ -6,14 +6,17 @@
  * Allocation: cancel__test_fail_alloc(k) fails the k-th allocation from
  * now; k = 1, 2, ... until the operation succeeds without a failure. Each
  * failure must be ENOMEM with the object still usable and nothing leaked
- * (cancel__test_live_objects()).
+ * (cancel__test_live_objects()). A queue's init fails when the table
+ * that finds queues by index cannot grow.
  *
  * Descriptors: RLIMIT_NOFILE is lowered to the lowest free descriptor, so
  * the next eventfd/pipe/pidfd/accept fails with EMFILE. The call must
  * report EMFILE (EAGAIN where the contract says so: starting the library
  * thread), leave the descriptor table as it was, and succeed once the limit
  * is lifted. The library thread is one per process, so the tests of its
- * start run in a forked child, where fork() resets it.
+ * start (and of the calls that need it: a full group's go, a watch, whose
+ * first one also makes the epoll descriptor) run in a forked child, where
+ * fork() resets it.
  *
  * EINTR: a SIGUSR1 handler installed without SA_RESTART, and a thread
  * sending SIGUSR1 every ~100 us to a thread blocked for 100 ms in each
@@ -232,6 +235,84 @@ token_fd_reports_emfile_and_recovers(void **state)
 	assert_int_equal(cancel__test_live_objects(), live0);
 }
 
+/*
+ * A queue's descriptor cannot be made: EMFILE. Its only allocation is a
+ * new chunk of the table that finds queues by index (one chunk per 256
+ * queues, kept for good): of 100 inits, each with its next allocation
+ * failing, the first needs one and reports ENOMEM with nothing left
+ * behind; the others allocate nothing. Destroy gives the index back to a
+ * free list that grows by allocation; when that fails the index is just
+ * never reused, and destroy still succeeds. (This must be the program's
+ * first use of queues: the table and the list start empty.)
+ */
+static void
+queue_init_reports_emfile_and_enomem_and_recovers(void **state)
+{
+	(void)state;
+	enum { NQ = 100 };
+	struct cancel_queue *q = calloc(NQ, sizeof(*q));
+	assert_non_null(q);
+	int fds0 = tu_fd_count();
+	long live0 = cancel__test_live_objects();
+	exhaust_fds();
+	int rc = cancel_queue_init(&q[0]);
+	lift_fds();
+	assert_int_equal(rc, EMFILE);
+	assert_int_equal(tu_fd_count(), fds0);
+	assert_int_equal(cancel__test_live_objects(), live0);
+
+	int n = 0, failed = 0;
+	int per = 0; /* descriptors per queue: 1 (eventfd) or 2 (pipe) */
+	while (n < NQ) {
+		long live = cancel__test_live_objects();
+		cancel__test_fail_alloc(1);
+		rc = cancel_queue_init(&q[n]);
+		cancel__test_fail_alloc(0);
+		if (rc == ENOMEM) {
+			failed++;
+			assert_int_equal(tu_fd_count(), fds0 + n * per);
+			assert_int_equal(cancel__test_live_objects(), live);
+			rc = cancel_queue_init(&q[n]);
+		}
+		assert_int_equal(rc, 0);
+		n++;
+		if (per == 0)
+			per = tu_fd_count() - fds0;
+	}
+	assert_int_equal(failed, 1);
+	assert_true(per == 1 || per == 2);
+	assert_int_equal(tu_fd_count(), fds0 + n * per);
+
+	/* The queue made after the failure works. */
+	struct cancel_source *s = malloc(sizeof(*s));
+	assert_non_null(s);
+	cancel_source_init(s);
+	struct cancel_callback cb = CANCEL_CALLBACK_INITIALIZER;
+	int ran = 0;
+	assert_int_equal(cancel_callback_register_queued(
+	                     &cb, count_fn, &ran, &q[n - 1],
+	                     cancel_source_token(s)),
+	                 0);
+	assert_true(cancel_source_cancel(s));
+	assert_int_equal(cancel_queue_run(&q[n - 1]), 1);
+	assert_int_equal(ran, 1);
+	assert_int_equal(cancel_source_destroy(s), 0);
+	free(s);
+
+	/* The first ten under failure; the rest make the list grow (and
+	 * copy what it holds) a few times. */
+	for (int i = 0; i < n; i++) {
+		cancel__test_fail_alloc(i < 10 ? 1 : 0);
+		rc = cancel_queue_destroy(&q[i]);
+		cancel__test_fail_alloc(0);
+		assert_int_equal(rc, 0);
+	}
+	free(q);
+	assert_int_equal(tu_fd_count(), fds0);
+	/* Kept for good: the chunk and the free list. */
+	assert_int_equal(cancel__test_live_objects(), live0 + 2);
+}
+
 static void
 poll_reports_emfile_and_recovers(void **state)
 {
@@ -387,7 +468,8 @@ waitpid_reports_emfile_and_recovers(void **state)
 
 /*
  * The library thread's start, in a fresh child process (fork resets the
- * thread). @which: 0 cond_wait, 1 cancel_after, 2 signal_prepare.
+ * thread). @which: 0 cond_wait, 1 cancel_after, 2 signal_prepare,
+ * 3 cancel_on_signal.
  * Returns the child's exit code: 0 when every check held.
  */
 static int
@@ -419,6 +501,9 @@ lt_start_child(int which)
 		break;
 	case 1:
 		rc = cancel_source_cancel_after(&s, 1000000);
+		break;
+	case 3:
+		rc = cancel_source_cancel_on_signal(&s, SIGUSR2);
 		break;
 	default:
 		rc = cancel_signal_prepare();
@@ -455,6 +540,18 @@ lt_start_child(int which)
 		if (cancel_token_reason(cancel_source_token(&s)) != ETIMEDOUT)
 			return 33;
 		break;
+	case 3:
+		/* Nothing was installed by the failed call. */
+		if (cancel_signal_restore(SIGUSR2) != EINVAL)
+			return 35;
+		if (cancel_source_cancel_on_signal(&s, SIGUSR2) != 0)
+			return 36;
+		raise(SIGUSR2);
+		if (cancel_wait(NULL, cancel_source_token(&s)) != ECANCELED)
+			return 37;
+		if (cancel_signal_restore(SIGUSR2) != 0)
+			return 38;
+		break;
 	default:
 		if (cancel_signal_prepare() != 0)
 			return 34;
@@ -468,7 +565,7 @@ lt_start_child(int which)
 static void
 run_lt_child(int which)
 {
-	pid_t pid = fork();
+	pid_t pid = tu_fork();
 	assert_true(pid >= 0);
 	if (pid == 0)
 		tu_child_exit(lt_start_child(which));
@@ -481,6 +578,199 @@ run_lt_child(int which)
 		                "%d\n",
 		        which, WEXITSTATUS(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* In a child (no cmocka there): lower the descriptor limit to the lowest
+ * free descriptor, so the next one fails with EMFILE. */
+static bool
+child_limit_fds(struct rlimit *old)
+{
+	if (getrlimit(RLIMIT_NOFILE, old) != 0)
+		return false;
+	int lowest = dup(0);
+	if (lowest < 0)
+		return false;
+	close(lowest);
+	struct rlimit lim = *old;
+	lim.rlim_cur = (rlim_t)lowest;
+	return setrlimit(RLIMIT_NOFILE, &lim) == 0;
+}
+
+struct gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool entered, release;
+};
+
+/* A group member that stays until the gate is released. */
+static int
+gate_member(void *arg, cancel_token tok)
+{
+	(void)tok;
+	struct gate *gt = arg;
+	pthread_mutex_lock(&gt->mu);
+	gt->entered = true;
+	pthread_cond_broadcast(&gt->cv);
+	while (!gt->release)
+		pthread_cond_wait(&gt->cv, &gt->mu);
+	pthread_mutex_unlock(&gt->mu);
+	return 0;
+}
+
+/*
+ * A full group's go waits for a slot through the library thread: when the
+ * thread cannot start, go returns EAGAIN, starts nothing and leaves the
+ * group not canceled and usable.
+ */
+static int
+group_slot_child(void)
+{
+	int fds0 = tu_fd_count();
+	struct cancel_group *g = malloc(sizeof(*g));
+	struct gate *gt = malloc(sizeof(*gt));
+	if (g == NULL || gt == NULL)
+		return 10;
+	*gt = (struct gate){PTHREAD_MUTEX_INITIALIZER,
+	                    PTHREAD_COND_INITIALIZER, false, false};
+	if (cancel_group_init(g, 1, CANCEL_TOKEN_NONE) != 0)
+		return 11;
+	if (cancel_group_go(g, gate_member, gt) != 0)
+		return 12;
+	pthread_mutex_lock(&gt->mu);
+	while (!gt->entered)
+		pthread_cond_wait(&gt->cv, &gt->mu);
+	pthread_mutex_unlock(&gt->mu);
+
+	struct rlimit old;
+	if (!child_limit_fds(&old))
+		return 13;
+	int rc = cancel_group_go(g, gate_member, gt);
+	if (setrlimit(RLIMIT_NOFILE, &old) != 0)
+		return 14;
+	if (rc != EAGAIN)
+		return 20;
+	if (cancel_token_is_canceled(cancel_group_token(g)))
+		return 21;
+	if (tu_fd_count() != fds0)
+		return 22;
+
+	pthread_mutex_lock(&gt->mu);
+	gt->release = true;
+	pthread_cond_broadcast(&gt->cv);
+	pthread_mutex_unlock(&gt->mu);
+	if (cancel_group_wait(g, NULL) != 0)
+		return 23;
+	/* One member ran, not two: a second one runs now. */
+	if (cancel_group_go(g, gate_member, gt) != 0)
+		return 24;
+	if (cancel_group_wait(g, NULL) != 0)
+		return 25;
+	if (cancel_group_destroy(g) != 0)
+		return 26;
+	free(g);
+	free(gt);
+	return 0;
+}
+
+/*
+ * A watch needs the library thread (EAGAIN when it cannot start) and, on
+ * the epoll backend, for the process's first watch, the epoll descriptor
+ * (EMFILE when it cannot be made; a forked child starts without one).
+ * Neither failure holds the source or leaves a descriptor; with the limit
+ * lifted the watch works.
+ */
+static int
+watch_child(void)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		return 10;
+	int fds0 = tu_fd_count();
+	struct cancel_source *s = malloc(sizeof(*s));
+	struct cancel_watch *w = malloc(sizeof(*w));
+	if (s == NULL || w == NULL)
+		return 11;
+	*w = (struct cancel_watch)CANCEL_WATCH_INITIALIZER;
+	cancel_source_init(s);
+
+	struct rlimit old;
+	if (!child_limit_fds(&old))
+		return 12;
+	int rc = cancel_watch_hangup(w, sv[0], 0, s);
+	if (setrlimit(RLIMIT_NOFILE, &old) != 0)
+		return 13;
+	if (rc != EAGAIN)
+		return 20;
+	if (tu_fd_count() != fds0)
+		return 21;
+
+	if (cancel_signal_prepare() != 0) /* the library thread runs */
+		return 22;
+#ifdef CANCEL_BACKEND_futex
+	/* The epoll backend; the portable one makes no descriptor. */
+	int fds1 = tu_fd_count();
+	if (!child_limit_fds(&old))
+		return 23;
+	rc = cancel_watch_hangup(w, sv[0], 0, s);
+	if (setrlimit(RLIMIT_NOFILE, &old) != 0)
+		return 24;
+	if (rc != EMFILE)
+		return 25;
+	if (tu_fd_count() != fds1)
+		return 26;
+#endif
+	/* Not held: destroy succeeds. */
+	if (cancel_source_destroy(s) != 0)
+		return 27;
+
+	cancel_source_init(s);
+	if (cancel_watch_hangup(w, sv[0], 0, s) != 0)
+		return 30;
+	close(sv[1]);
+	struct timespec dl = cancel_deadline_in(5000000000ull);
+	if (cancel_wait(&dl, cancel_source_token(s)) != ECANCELED)
+		return 31;
+	if (cancel_token_reason(cancel_source_token(s)) != ECONNRESET)
+		return 32;
+	if (cancel_watch_stop(w))
+		return 33; /* it had fired */
+	if (cancel_source_destroy(s) != 0)
+		return 34;
+	free(w);
+	free(s);
+	close(sv[0]);
+	return 0;
+}
+
+static void
+run_child_main(int (*fn)(void), const char *name)
+{
+	pid_t pid = tu_fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		tu_child_exit(fn());
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0)
+		assert_int_equal(errno, EINTR);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) != 0)
+		fprintf(stderr, "faults: %s child failed check %d\n", name,
+		        WEXITSTATUS(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void
+group_go_eagain_when_library_thread_cannot_start(void **state)
+{
+	(void)state;
+	run_child_main(group_slot_child, "group");
+}
+
+static void
+watch_reports_eagain_and_emfile_and_recovers(void **state)
+{
+	(void)state;
+	run_child_main(watch_child, "watch");
 }
 
 static void
@@ -502,6 +792,13 @@ signal_prepare_eagain_when_library_thread_cannot_start(void **state)
 {
 	(void)state;
 	run_lt_child(2);
+}
+
+static void
+cancel_on_signal_eagain_when_library_thread_cannot_start(void **state)
+{
+	(void)state;
+	run_lt_child(3);
 }
 
 /* ------------------------------------------------------------------ */
@@ -653,6 +950,8 @@ main(void)
 		cmocka_unit_test(
 		    poll_with_many_fds_fails_every_allocation_with_enomem),
 		cmocka_unit_test(token_fd_reports_emfile_and_recovers),
+		cmocka_unit_test(
+		    queue_init_reports_emfile_and_enomem_and_recovers),
 		cmocka_unit_test(poll_reports_emfile_and_recovers),
 		cmocka_unit_test(read_reports_emfile_and_consumes_nothing),
 		cmocka_unit_test(
@@ -664,6 +963,11 @@ main(void)
 		    cancel_after_eagain_when_library_thread_cannot_start),
 		cmocka_unit_test(
 		    signal_prepare_eagain_when_library_thread_cannot_start),
+		cmocka_unit_test(
+		    cancel_on_signal_eagain_when_library_thread_cannot_start),
+		cmocka_unit_test(
+		    group_go_eagain_when_library_thread_cannot_start),
+		cmocka_unit_test(watch_reports_eagain_and_emfile_and_recovers),
 		cmocka_unit_test(sleep_under_eintr_storm_keeps_its_time),
 		cmocka_unit_test(wait_under_eintr_storm_keeps_its_deadline),
 		cmocka_unit_test(poll_under_eintr_storm_keeps_its_deadline),

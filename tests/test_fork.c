@@ -186,7 +186,7 @@ child_works_when_forked_during_a_running_cancel(void **state)
 	pthread_mutex_unlock(&g.mu);
 
 	/* The canceller is inside src's cancel, callback blocked. */
-	pid_t pid = fork();
+	pid_t pid = tu_fork();
 	assert_true(pid >= 0);
 	if (pid == 0)
 		child_main(&src);
@@ -241,7 +241,7 @@ child_cancel_does_not_wake_parent_waiters(void **state)
 		                 0);
 	tu_await_waiters_bounded(&src, 2);
 
-	pid_t pid = fork();
+	pid_t pid = tu_fork();
 	assert_true(pid >= 0);
 	if (pid == 0)
 		child_main(&src); /* re-inits src and cancels it */

@@ -721,6 +721,33 @@ connect_to_listener_succeeds_and_restores_blocking_mode(void **state)
 	assert_int_equal(cancel_source_destroy(&src), 0);
 }
 
+/* Connected already: the call's goal holds, 0, flags kept. (The kernel
+ * answers the first call after a non-blocking connect completed with 0,
+ * every later one with EISCONN.) */
+static void
+connect_on_a_connected_socket_returns_zero(void **state)
+{
+	struct sockaddr_in addr;
+	int l = make_listener(&addr, 8);
+	int s = tcp_socket();
+	int fl = get_fl(s);
+	struct timespec dl = cancel_deadline_in(5000 * 1000000ull);
+	assert_int_equal(cancel_connect(s, (struct sockaddr *)&addr,
+	                                sizeof(addr), &dl, CANCEL_TOKEN_NONE),
+	                 0);
+	for (int i = 0; i < 2; i++) {
+		errno = 67;
+		assert_int_equal(cancel_connect(s, (struct sockaddr *)&addr,
+		                                sizeof(addr), &dl,
+		                                CANCEL_TOKEN_NONE),
+		                 0);
+		assert_int_equal(errno, 67);
+	}
+	assert_int_equal(get_fl(s), fl);
+	close(s);
+	close(l);
+}
+
 static void
 connect_refused_returns_econnrefused(void **state)
 {
@@ -909,6 +936,47 @@ waitpid_returns_etimedout_and_leaves_child(void **state)
 	assert_int_equal(WTERMSIG(status), SIGKILL);
 }
 
+/* A malformed deadline (EINVAL) or a canceled token (ECANCELED) is
+ * answered before anything is waited for: the child, exited or not, is
+ * left unreaped; a later wait reaps it (@status may be NULL). */
+static void
+waitpid_checks_deadline_and_token_first_and_leaves_the_child(void **state)
+{
+	pid_t pid = spawn_sleeper();
+	struct cancel_source *src = malloc(sizeof(*src));
+	assert_non_null(src);
+	cancel_source_init(src);
+	assert_true(cancel_source_cancel(src));
+	struct timespec bad = {.tv_sec = 1, .tv_nsec = 1000000000};
+	int status = -1;
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(cancel_waitpid(pid, &status, &bad,
+		                                CANCEL_TOKEN_NONE),
+		                 EINVAL);
+		assert_int_equal(cancel_waitpid(pid, &status, NULL,
+		                                cancel_source_token(src)),
+		                 ECANCELED);
+		assert_int_equal(status, -1);
+		if (round == 0) {
+			assert_int_equal(kill(pid, 0), 0); /* still running */
+			assert_int_equal(kill(pid, SIGKILL), 0);
+			/* Exited (a zombie) once waitid sees it, unreaped. */
+			siginfo_t si;
+			memset(&si, 0, sizeof(si));
+			assert_int_equal(waitid(P_PID, (id_t)pid, &si,
+			                        WEXITED | WNOWAIT),
+			                 0);
+			assert_int_equal(si.si_pid, pid);
+		}
+	}
+	assert_int_equal(cancel_waitpid(pid, NULL, NULL, CANCEL_TOKEN_NONE),
+	                 0);
+	assert_int_equal(waitpid(pid, NULL, WNOHANG), -1);
+	assert_int_equal(errno, ECHILD);
+	assert_int_equal(cancel_source_destroy(src), 0);
+	free(src);
+}
+
 static void
 waitpid_rejects_bad_pids(void **state)
 {
@@ -947,6 +1015,7 @@ main(void)
 		T(accept_returns_close_on_exec_connection),
 		T(accept_nonblocking_listener_waits_for_connection),
 		T(connect_to_listener_succeeds_and_restores_blocking_mode),
+		T(connect_on_a_connected_socket_returns_zero),
 		T(connect_refused_returns_econnrefused),
 		T(connect_returns_ecanceled_when_token_fires_while_blocked),
 		T(connect_returns_etimedout_at_deadline),
@@ -955,6 +1024,7 @@ main(void)
 		T(waitpid_returns_exit_status_when_child_exits_later),
 		T(waitpid_returns_etimedout_and_leaves_child),
 		T(waitpid_rejects_bad_pids),
+		T(waitpid_checks_deadline_and_token_first_and_leaves_the_child),
 #undef T
 	};
 	return cmocka_run_group_tests_name("io", tests, NULL, NULL);

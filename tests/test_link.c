@@ -432,6 +432,71 @@ root_callback_may_wait_for_destroy_of_a_deep_child(void **state)
 	free(d);
 }
 
+/*
+ * Past CANCEL_LINK_INLINE_DEPTH the children of the deepest source are
+ * queued on the canceling thread, in the order their links ran: here two,
+ * c[1] then c[0] (LIFO). A callback of their parent, run after both links,
+ * destroys c[0], queued behind c[1]: it leaves the queue and is freed at
+ * once (ASan sees a later touch), and c[1] still finishes, once, with the
+ * root's reason.
+ */
+struct deep_pair {
+	struct cancel_source chain[CANCEL_LINK_INLINE_DEPTH + 1];
+	struct cancel_source *c[2];
+	struct cancel_callback destroy_cb;
+	struct cancel_callback count_cb;
+	int destroy_rc;
+	int ran;
+};
+
+static void
+destroy_queued_child_fn(void *arg)
+{
+	struct deep_pair *d = arg;
+	d->destroy_rc = cancel_source_destroy(d->c[0]);
+	if (d->destroy_rc == 0) {
+		free(d->c[0]);
+		d->c[0] = NULL;
+	}
+}
+
+static void
+queued_deep_child_destroyed_by_its_parents_callback(void **state)
+{
+	(void)state;
+	enum { N = CANCEL_LINK_INLINE_DEPTH + 1 };
+	struct deep_pair *d = calloc(1, sizeof(*d));
+	assert_non_null(d);
+	d->destroy_rc = -1;
+	for (int j = 1; j < N; j++) {
+		cancel_token t = cancel_source_token(&d->chain[j - 1]);
+		assert_int_equal(cancel_source_init_linked(&d->chain[j], &t, 1),
+		                 0);
+	}
+	cancel_token bt = cancel_source_token(&d->chain[N - 1]);
+	/* Registered before the links: runs after them (LIFO). */
+	assert_true(cancel_callback_register(&d->destroy_cb,
+	                                     destroy_queued_child_fn, d, bt));
+	for (int i = 0; i < 2; i++) {
+		d->c[i] = calloc(1, sizeof(*d->c[i]));
+		assert_non_null(d->c[i]);
+		assert_int_equal(cancel_source_init_linked(d->c[i], &bt, 1), 0);
+	}
+	assert_true(cancel_callback_register(&d->count_cb, count_fn, &d->ran,
+	                                     cancel_source_token(d->c[1])));
+	assert_true(cancel_source_cancel_with(&d->chain[0], 77));
+	assert_int_equal(d->destroy_rc, 0);
+	assert_null(d->c[0]);
+	assert_int_equal(d->ran, 1);
+	assert_int_equal(cancel_token_reason(cancel_source_token(d->c[1])),
+	                 77);
+	assert_int_equal(cancel_source_destroy(d->c[1]), 0);
+	free(d->c[1]);
+	for (int j = N - 1; j >= 0; j--)
+		assert_int_equal(cancel_source_destroy(&d->chain[j]), 0);
+	free(d);
+}
+
 static void
 million_children_churn_leaves_parent_at_baseline(void **state)
 {
@@ -493,6 +558,28 @@ deadline_of_a_ladder_visits_each_ancestor_once(void **state)
 	                                  &got));
 	cancel__test_fail_alloc(0);
 	assert_int_equal(errno, 777);
+	/*
+	 * A nearer deadline on a direct parent, met in the walk's first
+	 * steps: found whichever allocation fails (the set's growths, the
+	 * stack's), and when every one does (the set fills its stack buffer,
+	 * then treats each new source as met).
+	 */
+	struct timespec nearest = cancel_deadline_in(900ull * 1000000000ull);
+	assert_int_equal(cancel_source_cancel_at(&a[RUNGS - 2], &nearest), 0);
+	for (long k = -1; k <= 8; k++) {
+		errno = 777;
+		cancel__test_fail_alloc(k);
+		t0 = tu_now_ns();
+		bool found = cancel_token_deadline(
+		    cancel_source_token(&b[RUNGS - 1]), &got);
+		uint64_t took = tu_now_ns() - t0;
+		cancel__test_fail_alloc(0);
+		assert_true(found);
+		assert_true(took < 1000000000ull);
+		assert_int_equal(errno, 777);
+		assert_int_equal(got.tv_sec, nearest.tv_sec);
+		assert_int_equal(got.tv_nsec, nearest.tv_nsec);
+	}
 	for (int i = RUNGS - 1; i >= 0; i--) {
 		assert_int_equal(cancel_source_destroy(&a[i]), 0);
 		assert_int_equal(cancel_source_destroy(&b[i]), 0);
@@ -518,6 +605,7 @@ main(void)
 	    cmocka_unit_test(child_destroyed_while_parent_cancels_on_another_thread),
 	    cmocka_unit_test(queued_deep_child_destroyed_while_root_cancels),
 	    cmocka_unit_test(root_callback_may_wait_for_destroy_of_a_deep_child),
+	    cmocka_unit_test(queued_deep_child_destroyed_by_its_parents_callback),
 	    cmocka_unit_test(million_children_churn_leaves_parent_at_baseline),
 	    cmocka_unit_test(deadline_of_a_ladder_visits_each_ancestor_once),
 	};

@@ -216,6 +216,49 @@ wait_wakes_when_blocked_child_exits(void **state)
 	free_source(src);
 }
 
+/*
+ * Room for one more descriptor only: the wait's pidfd takes it, the
+ * token's own descriptor (for polling the pidfd with the token) cannot be
+ * made. The wait does not fail for that: it checks the child at growing
+ * intervals, still woken by the token, and reaps it when it exits.
+ */
+static void
+wait_without_a_descriptor_for_the_token_polls_the_child(void **state)
+{
+	(void)state;
+	struct cancel_source *src = new_source();
+	int p[2];
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	posix_spawn_file_actions_t fa;
+	assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
+	assert_int_equal(posix_spawn_file_actions_adddup2(&fa, p[0], 0), 0);
+	char *argv[] = { "sh", "-c", "read x; exit 6", NULL };
+	pid_t pid;
+	assert_int_equal(
+	    cancel_process_spawn(&pid, "/bin/sh", argv, NULL, &fa, 0), 0);
+	posix_spawn_file_actions_destroy(&fa);
+	close(p[0]);
+	struct rlimit old, one;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	one = old;
+	one.rlim_cur = (rlim_t)tu_lowest_free_fd() + 1;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &one), 0);
+	/* Closed once the wait counts twice on src: in the interval's
+	 * cancel_wait (a cancel_poll could not count, it has no fd). */
+	struct closer c = { .src = src, .fd = p[1] };
+	pthread_t t = tu_spawn(closer_main, &c);
+	int status = -1;
+	int rc = cancel_process_wait(pid, &status, 0, NULL,
+	                             cancel_source_token(src));
+	tu_join(t);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_int_equal(rc, 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 6);
+	assert_reaped(pid);
+	free_source(src);
+}
+
 /* Canceled, but the child had exited before anything was sent: 0. */
 static void
 wait_on_exited_child_returns_zero_even_if_canceled(void **state)
@@ -898,6 +941,7 @@ main(int argc, char **argv)
 		BOTH(destroy_during_grace_returns_before_grace_ends),
 		BOTH(wait_returns_echild_for_non_child),
 		BOTH(wait_returns_echild_when_sigchld_is_ignored),
+		T(wait_without_a_descriptor_for_the_token_polls_the_child),
 		T(wait_rejects_bad_arguments),
 		T(spawn_reports_enoent_and_eacces),
 		T(spawn_rejects_bad_arguments),

@@ -165,6 +165,48 @@ unregister_takes_back_a_fired_callback_that_has_not_run(void **state)
 	assert_int_equal(cancel_queue_destroy(&q), 0);
 }
 
+/* Three fired, the middle one taken back: the other two run, in order. */
+static void
+unregister_takes_a_fired_callback_out_of_the_middle(void **state)
+{
+	(void)state;
+	struct cancel_queue q;
+	assert_int_equal(cancel_queue_init(&q), 0);
+	struct cancel_source *s[3];
+	struct rec *r[3];
+	int order[3] = {0, 0, 0};
+	int next = 0;
+	for (int i = 0; i < 3; i++) {
+		s[i] = new_source();
+		r[i] = calloc(1, sizeof(*r[i]));
+		assert_non_null(r[i]);
+		r[i]->id = i + 1;
+		r[i]->order = order;
+		r[i]->next_slot = &next;
+		assert_int_equal(cancel_callback_register_queued(
+		                     &r[i]->cb, on_fire, r[i], &q,
+		                     cancel_source_token(s[i])),
+		                 0);
+	}
+	for (int i = 0; i < 3; i++)
+		cancel_source_cancel(s[i]);
+	assert_true(cancel_callback_unregister(&r[1]->cb));
+	free(r[1]); /* freed at once: the queue must not touch it again */
+	assert_true(fd_readable(cancel_queue_fd(&q)));
+	assert_int_equal(cancel_queue_run(&q), 2);
+	assert_int_equal(next, 2);
+	assert_int_equal(order[0], 1);
+	assert_int_equal(order[1], 3);
+	assert_false(fd_readable(cancel_queue_fd(&q)));
+	assert_false(cancel_callback_unregister(&r[0]->cb));
+	assert_false(cancel_callback_unregister(&r[2]->cb));
+	free(r[0]);
+	free(r[2]);
+	for (int i = 0; i < 3; i++)
+		free_source(s[i]);
+	assert_int_equal(cancel_queue_destroy(&q), 0);
+}
+
 static void
 registered_callback_is_removed_before_it_fires(void **state)
 {
@@ -686,6 +728,8 @@ main(void)
 		        callbacks_run_in_fire_order_and_fd_clears_when_drained),
 		cmocka_unit_test(
 		        unregister_takes_back_a_fired_callback_that_has_not_run),
+		cmocka_unit_test(
+		        unregister_takes_a_fired_callback_out_of_the_middle),
 		cmocka_unit_test(registered_callback_is_removed_before_it_fires),
 		cmocka_unit_test(register_on_canceled_token_queues_nothing),
 		cmocka_unit_test(unregister_from_inside_returns_false_at_once),

@@ -98,6 +98,34 @@ sleep_returns_ecanceled_early_when_canceled(void **state)
 	assert_int_equal(cancel_source_destroy(&src), 0);
 }
 
+static void *
+long_sleeper_main(void *arg)
+{
+	struct sleeper *s = arg;
+	/* now + this overflows: the deadline saturates just below NEVER. */
+	s->rc = cancel_sleep(CANCEL_NEVER - 1, cancel_source_token(s->src));
+	return NULL;
+}
+
+/* A duration past the end of the clock is still a sleep a cancel ends. */
+static void
+sleep_longer_than_the_clock_is_still_canceled(void **state)
+{
+	(void)state;
+	struct cancel_source *src = malloc(sizeof(*src));
+	assert_non_null(src);
+	cancel_source_init(src);
+	struct sleeper s = {.src = src, .rc = -1};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, long_sleeper_main, &s), 0);
+	tu_await_waiters(src, 1);
+	cancel_source_cancel(src);
+	pthread_join(th, NULL);
+	assert_int_equal(s.rc, ECANCELED);
+	assert_int_equal(cancel_source_destroy(src), 0);
+	free(src);
+}
+
 static void
 sleep_until_returns_zero_at_the_deadline(void **state)
 {
@@ -168,6 +196,7 @@ main(void)
 		cmocka_unit_test(
 		        sleep_returns_ecanceled_at_once_when_already_canceled),
 		cmocka_unit_test(sleep_returns_ecanceled_early_when_canceled),
+		cmocka_unit_test(sleep_longer_than_the_clock_is_still_canceled),
 		cmocka_unit_test(sleep_until_returns_zero_at_the_deadline),
 		cmocka_unit_test(
 		        sleep_until_rejects_null_on_none_and_bad_deadlines),

@@ -925,7 +925,7 @@ ten_thousand_watches_with_random_hang_ups(void **state)
 #define CHILD_CHECK(cond)                                                    \
 	do {                                                                 \
 		if (!(cond))                                                 \
-			_exit(__LINE__ % 250 + 1);                           \
+			tu_child_exit(__LINE__ % 250 + 1);                   \
 	} while (0)
 
 static void
@@ -940,7 +940,7 @@ child_does_not_watch_the_parents_descriptors(void **state)
 	assert_int_equal(pipe2(go, O_CLOEXEC), 0);
 	assert_int_equal(pipe2(back, O_CLOEXEC), 0);
 
-	pid_t pid = fork();
+	pid_t pid = tu_fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		alarm(20);
@@ -975,7 +975,7 @@ child_does_not_watch_the_parents_descriptors(void **state)
 		CHILD_CHECK(cancel_wait(&dl, cancel_source_token(&r->src)) ==
 		            ETIMEDOUT);
 		CHILD_CHECK(ld_acquire(&r->fired) == 0);
-		_exit(0);
+		tu_child_exit(0);
 	}
 	close(go[0]);
 	close(back[1]);

@@ -38,14 +38,42 @@
 /*
  * _exit() for a forked child that used the library. The coverage build
  * (CANCEL_COVERAGE, the coverage preset) first writes the child's
- * counters, which _exit() would drop.
+ * counters, which _exit() would drop. A function, not a macro: @code
+ * (often the call that does the child's work) is evaluated before the
+ * counters are written.
  */
 #ifdef CANCEL_COVERAGE
 void __gcov_dump(void);
-#define tu_child_exit(code) (__gcov_dump(), _exit(code))
-#else
-#define tu_child_exit(code) _exit(code)
 #endif
+
+static inline _Noreturn void
+tu_child_exit(int code)
+{
+#ifdef CANCEL_COVERAGE
+	__gcov_dump();
+#endif
+	_exit(code);
+}
+
+/*
+ * fork() for a child that ends with tu_child_exit(). gcc --coverage turns
+ * every direct call of fork() into __gcov_fork(), which zeroes the child's
+ * counters once fork() has returned: what the library's fork handlers did
+ * in the child (pthread_atfork) would be lost, as if they never ran. The
+ * coverage build calls fork() through a pointer, which gcc leaves alone;
+ * the child's dump then repeats the parent's counts up to the fork (the
+ * counts grow, which code ran does not change).
+ */
+static inline pid_t
+tu_fork(void)
+{
+#ifdef CANCEL_COVERAGE
+	pid_t (*volatile fork_fn)(void) = fork;
+	return fork_fn();
+#else
+	return fork();
+#endif
+}
 
 static inline uint64_t
 tu_now_ns(void)
