@@ -149,11 +149,10 @@ CANCEL_HIDDEN uint64_t cancel__waiter_enter(struct cancel_source *src);
 CANCEL_HIDDEN void cancel__waiter_leave(struct cancel_source *src);
 
 /*
- * Keep @src from being destroyed whatever its state (destroy returns EBUSY
- * until the matching unhold), as a linked child does: for objects that
- * point at @src for longer than one call (watches, group members).
+ * Drop a hold on @src taken under its lock (children_ + 1, as a linked
+ * child counts; watch.c's hold_source): destroy returns EBUSY while held.
+ * The unlock is the holder's last access to @src.
  */
-CANCEL_HIDDEN void cancel__hold(struct cancel_source *src);
 CANCEL_HIDDEN void cancel__unhold(struct cancel_source *src);
 
 /* ------------------------------------------------------------------ */

@@ -372,14 +372,6 @@ cancel__waiter_enter(struct cancel_source *src)
 }
 
 void
-cancel__hold(struct cancel_source *src)
-{
-	core_lock(src);
-	st_relaxed(&src->children_, ld_relaxed(&src->children_) + 1);
-	core_unlock(src);
-}
-
-void
 cancel__unhold(struct cancel_source *src)
 {
 	core_lock(src);

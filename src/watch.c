@@ -69,8 +69,8 @@ static _Thread_local struct cancel_watch *dispatching;
 
 /*
  * Hold @src for a watch: it counts as a child, so destroy returns EBUSY
- * until cancel__unhold (source.c). Unlike cancel__hold, it refuses a
- * canceled source: ECANCELED (no hold), read under its lock.
+ * until cancel__unhold (source.c). It refuses a canceled source:
+ * ECANCELED (no hold), read under its lock.
  */
 static int
 hold_source(struct cancel_source *src)
