@@ -187,6 +187,18 @@ static void drain_queue(void);
  * before its next callback runs: a later callback may wait for a thread
  * that destroys one of them (tests/model/link.pml, DRAIN_EACH).
  */
+/* Under @src's lock (dropped and retaken to signal): see queue.c. */
+static __attribute__((noinline, cold)) void
+move_queued(struct cancel_source *src, struct cancel_callback *cb)
+{
+	struct cancel_queue *q = cancel__queue_move(src, cb);
+	if (q != NULL) {
+		core_unlock(src);
+		cancel__queue_signal(q);
+		core_lock(src);
+	}
+}
+
 static void
 run_list(struct cancel_source *src, bool outermost)
 {
@@ -209,12 +221,7 @@ run_list(struct cancel_source *src, bool outermost)
 			/* To its queue (it runs on the loop), with those
 			 * after it bound for the same queue, still under
 			 * our lock: never current_, no user code here. */
-			struct cancel_queue *q = cancel__queue_move(src, cb);
-			if (q != NULL) {
-				core_unlock(src);
-				cancel__queue_signal(q);
-				core_lock(src);
-			}
+			move_queued(src, cb);
 			continue;
 		}
 		/* DONE at once: readers tell a running callback by
