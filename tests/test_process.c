@@ -186,24 +186,35 @@ closer_main(void *arg)
 	return NULL;
 }
 
+/* Spawn `sh -c @script` reading a pipe as its stdin; its write end in
+ * *@in (close-on-exec). */
+static pid_t
+spawn_reader(const char *script, int *in)
+{
+	int p[2];
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	posix_spawn_file_actions_t fa;
+	assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
+	assert_int_equal(posix_spawn_file_actions_adddup2(&fa, p[0], 0), 0);
+	char *argv[] = { "sh", "-c", (char *)script, NULL };
+	pid_t pid;
+	assert_int_equal(
+	    cancel_process_spawn(&pid, "/bin/sh", argv, NULL, &fa, 0), 0);
+	posix_spawn_file_actions_destroy(&fa);
+	close(p[0]);
+	*in = p[1];
+	return pid;
+}
+
 /* The wait is blocked when the child exits: woken by the exit. */
 static void
 wait_wakes_when_blocked_child_exits(void **state)
 {
 	(void)state;
 	struct cancel_source *src = new_source();
-	int p[2];
-	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-	posix_spawn_file_actions_t fa;
-	assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
-	assert_int_equal(posix_spawn_file_actions_adddup2(&fa, p[0], 0), 0);
-	char *argv[] = { "sh", "-c", "read x; exit 5", NULL };
-	pid_t pid;
-	assert_int_equal(
-	    cancel_process_spawn(&pid, "/bin/sh", argv, NULL, &fa, 0), 0);
-	posix_spawn_file_actions_destroy(&fa);
-	close(p[0]);
-	struct closer c = { .src = src, .fd = p[1] };
+	int in;
+	pid_t pid = spawn_reader("read x; exit 5", &in);
+	struct closer c = { .src = src, .fd = in };
 	pthread_t t = tu_spawn(closer_main, &c);
 	int status = -1;
 	assert_int_equal(cancel_process_wait(pid, &status, 0, NULL,
@@ -227,17 +238,8 @@ wait_without_a_descriptor_for_the_token_polls_the_child(void **state)
 {
 	(void)state;
 	struct cancel_source *src = new_source();
-	int p[2];
-	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-	posix_spawn_file_actions_t fa;
-	assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
-	assert_int_equal(posix_spawn_file_actions_adddup2(&fa, p[0], 0), 0);
-	char *argv[] = { "sh", "-c", "read x; exit 6", NULL };
-	pid_t pid;
-	assert_int_equal(
-	    cancel_process_spawn(&pid, "/bin/sh", argv, NULL, &fa, 0), 0);
-	posix_spawn_file_actions_destroy(&fa);
-	close(p[0]);
+	int in;
+	pid_t pid = spawn_reader("read x; exit 6", &in);
 	struct rlimit old, one;
 	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
 	one = old;
@@ -245,7 +247,7 @@ wait_without_a_descriptor_for_the_token_polls_the_child(void **state)
 	assert_int_equal(setrlimit(RLIMIT_NOFILE, &one), 0);
 	/* Closed once the wait counts twice on src: in the interval's
 	 * cancel_wait (a cancel_poll could not count, it has no fd). */
-	struct closer c = { .src = src, .fd = p[1] };
+	struct closer c = { .src = src, .fd = in };
 	pthread_t t = tu_spawn(closer_main, &c);
 	int status = -1;
 	int rc = cancel_process_wait(pid, &status, 0, NULL,
