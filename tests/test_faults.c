@@ -626,8 +626,12 @@ static int
 group_slot_child(void)
 {
 	int fds0 = tu_fd_count();
-	struct cancel_group *g = malloc(sizeof(*g));
-	struct gate *gt = malloc(sizeof(*gt));
+	/* Static: on a failed check the child exits at once and leaves them
+	 * to the member threads that may still use them. */
+	static struct cancel_group *g;
+	static struct gate *gt;
+	g = malloc(sizeof(*g));
+	gt = malloc(sizeof(*gt));
 	if (g == NULL || gt == NULL)
 		return 10;
 	*gt = (struct gate){PTHREAD_MUTEX_INITIALIZER,
@@ -686,8 +690,12 @@ watch_child(void)
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
 		return 10;
 	int fds0 = tu_fd_count();
-	struct cancel_source *s = malloc(sizeof(*s));
-	struct cancel_watch *w = malloc(sizeof(*w));
+	/* Static: on a failed check the child exits at once and leaves them
+	 * to the library thread that may still use them. */
+	static struct cancel_source *s;
+	static struct cancel_watch *w;
+	s = malloc(sizeof(*s));
+	w = malloc(sizeof(*w));
 	if (s == NULL || w == NULL)
 		return 11;
 	*w = (struct cancel_watch)CANCEL_WATCH_INITIALIZER;
