@@ -225,6 +225,12 @@ check queue np ok -DTWO
 check queue_broken_gap safety 'assertion violated (removed||((ran[c]==1)&& !(current[c])))'
 check queue_broken_no_recheck safety 'assertion violated (readable==(pending>0))'
 
+# groups: hand-over to a parked thread, wait joins every thread (src/group.c)
+check group safety ok
+check group safety ok -DTHREE
+check group_broken_word_first safety 'assertion violated ((ran[1]==1)&&(ran[2]==1))'
+check group_broken_no_join safety 'assertion violated (( !(started[0])||exited[0])&&( !(started[1])||exited[1]))'
+
 # lifetime: the users count, destroy and poisoning (issue 12; src/source.c,
 # callback.c, wrap_io.c, wrap_cond.c, libthread.c). touch(role) asserts
 # "!freed || role", so the expected text names the thread that touched
