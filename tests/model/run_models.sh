@@ -231,6 +231,12 @@ check group safety ok -DTHREE
 check group_broken_word_first safety 'assertion violated ((ran[1]==1)&&(ran[2]==1))'
 check group_broken_no_join safety 'assertion violated (( !(started[0])||exited[0])&&( !(started[1])||exited[1]))'
 
+# hang-up watches: the loop's collect and fire racing stop (src/watch.c)
+check watch safety ok
+check watch safety ok -DSELF
+check watch_broken_unlocked_collect safety 'assertion violated  !(w_freed)'
+check watch_broken_no_firing_wait safety 'assertion violated  !(src_freed)'
+
 # lifetime: the users count, destroy and poisoning (issue 12; src/source.c,
 # callback.c, wrap_io.c, wrap_cond.c, libthread.c). touch(role) asserts
 # "!freed || role", so the expected text names the thread that touched
