@@ -618,9 +618,7 @@ CANCEL_API int cancel_poll(struct pollfd *fds, nfds_t nfds,
  * spuriously; a wake-up it took and then reported as ECANCELED or
  * ETIMEDOUT is passed on with one pthread_cond_signal(). The canceling
  * thread never blocks on @mu: if @mu is held, the wake-up comes from the
- * library's work thread once @mu is free. Waiters on one @cv and @mu
- * canceled by the same cancel are woken together: once one of them was
- * broadcast to with @mu taken, the others' wake-ups are already done.
+ * library's work thread once @mu is free.
  * Threads: any. Blocks: yes.
  */
 CANCEL_API int cancel_cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu,

@@ -26,11 +26,6 @@ struct cancel__frame {
 	struct cancel_callback *released_cb;
 	struct cancel__frame *rel_next;
 	uint32_t rel_stamp;           /* also in released_cb->spare_ */
-	/* The condvar and mutex a cancel_cond_wait hook of this run has
-	 * broadcast after taking the mutex (wrap_cond.c): later hooks of
-	 * the same run on the same pair have nothing left to wake. */
-	const void *bcast_cv;
-	const void *bcast_mu;
 };
 
 /*

@@ -33,20 +33,6 @@
  * may run while W is in cancel_callback_unregister holding mu: unregister
  * waits for H, and H does not wait for mu, so there is no deadlock.
  *
- * One broadcast for a run. Several waiters on one condvar and mutex,
- * canceled by one token, each have a hook in the same source's list; the
- * cancel runs them one after another on one thread (run_list's frame).
- * Once one hook's trylock succeeded and it broadcast, every other waiter
- * whose hook is still to run in that frame is covered: its hook was
- * registered before the cancel began (the list is closed then), its
- * waiter does not hold mu at the trylock (it holds mu from registration
- * to the wait and from waking to the unregister that would stop its hook
- * from running), so it was inside the wait and the broadcast reaches it.
- * The frame records the pair and those hooks return at once: no further
- * broadcasts, and no work items that would wake the library thread to
- * fight the woken waiters for mu (bench_group's stop row: five members
- * in cancel_cond_wait on one condvar).
- *
  * Consumed signals. If W's wait returned 0 and W then reports ECANCELED
  * (or, with the timer fallback, ETIMEDOUT), the wake-up may have been a
  * pthread_cond_signal meant for some waiter; W passes it on with one
@@ -60,7 +46,6 @@
  */
 #include "internal.h"
 #include "atomic.h"
-#include "core.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -115,19 +100,11 @@ on_cancel(void *arg)
 {
 	struct hook *h = arg;
 	struct cond_wait *w = h->w;
-	/* The run of the cancel that calls us (run_list's frame). */
-	struct cancel__frame *f = cancel__tls.top;
-	if (f != NULL && f->bcast_cv == w->cv && f->bcast_mu == w->mu)
-		return; /* an earlier hook of this run woke W (see the top) */
 	if (pthread_mutex_trylock(w->mu) == 0) {
 		/* W is inside the wait (see the top): unlock first, so that
 		 * W, once woken, takes mu without blocking on us. */
 		pthread_mutex_unlock(w->mu);
 		pthread_cond_broadcast(w->cv);
-		if (f != NULL) {
-			f->bcast_cv = w->cv;
-			f->bcast_mu = w->mu;
-		}
 		return;
 	}
 	pthread_cond_broadcast(w->cv);

@@ -422,13 +422,12 @@ cancel_between_registration_and_sleep_still_wakes(void **state)
 }
 
 /*
- * One cancel, several waiters on one condvar and mutex with one token: the
- * first hook that takes the mutex broadcasts for all of them, the others
- * return at once (wrap_cond.c, "One broadcast for a run"). Every waiter
- * wakes with ECANCELED and the mutex held, promptly (not at its 5 s
- * deadline). Also with one waiter held in its registration window (mutex
- * held, hook registered): its hook cannot be covered by another's
- * broadcast and must still wake it.
+ * One cancel, several waiters on one condvar and mutex with one token, their
+ * hooks running one after another while the woken waiters race for the
+ * mutex: every waiter wakes with ECANCELED and the mutex held, promptly
+ * (not at its 5 s deadline). Also with one waiter held in its registration
+ * window (mutex held, hook registered): no other waiter's broadcast can
+ * reach it, its own hook's deferred wake-up must.
  */
 static void
 one_cancel_wakes_every_waiter_of_one_condvar(int held_in_window)

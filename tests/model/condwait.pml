@@ -17,10 +17,7 @@
  * The cancel callback runs on the canceller, which may hold mu itself:
  * trylock(mu): broadcast and unlock; if busy, broadcast without the lock
  * AND post the work item. The library thread takes the item, lock(mu)
- * (blocking), broadcast, unlock, marks it done. Once a callback of this
- * cancel's run succeeded with the trylock and broadcast, the later ones
- * of the same run (same cv and mu) return at once ("covered": the frame's
- * record in wrap_cond.c).
+ * (blocking), broadcast, unlock, marks it done.
  *
  * The callback list itself is abstracted (callback.pml checks it): a
  * callback is REGISTERED, RUNNING, DONE or REMOVED, and unregister waits
@@ -84,7 +81,6 @@ byte work[NW];			/* each waiter's deferred work item */
 byte items;			/* the predicate (PRODUCER) */
 byte nret[NW];			/* cancel_cond_wait returns (observer) */
 bool wdone[NW];			/* the waiter left its loop (observer) */
-bool covered;			/* this cancel's run broadcast under mu */
 bool timer_fired;		/* TIMER */
 bool timer_armed;		/* TIMER */
 
@@ -157,27 +153,22 @@ inline cancel_fn(w, ok)
 #elif defined(BROKEN_BARE_BROADCAST)
 	cv_broadcast()
 #else
-	if
-	:: covered -> skip	/* an earlier callback of this run woke us */
-	:: else ->
-		atomic {
-			if
-			:: mu == NOBODY -> mu = _pid; ok = true
-			:: else -> ok = false
-			fi
-		};
+	atomic {
 		if
-		:: ok ->
-			cv_broadcast();
-			mu_unlock();
-			covered = true
-		:: else ->
-			cv_broadcast();
-			d_step {
-				assert(work[w] == W_IDLE);
-				work[w] = W_QUEUED
-			}
+		:: mu == NOBODY -> mu = _pid; ok = true
+		:: else -> ok = false
 		fi
+	};
+	if
+	:: ok ->
+		cv_broadcast();
+		mu_unlock()
+	:: else ->
+		cv_broadcast();
+		d_step {
+			assert(work[w] == W_IDLE);
+			work[w] = W_QUEUED
+		}
 	fi;
 	ok = false
 #endif
@@ -258,14 +249,13 @@ proctype Waiter(byte w)
 	wdone[w] = true
 }
 
-/* cancel: set CANCELED, then run the registered callbacks one at a time
- * (covered: this run's frame recorded a broadcast made under mu) */
+/* cancel: set CANCELED, then run the registered callbacks one at a time */
 inline do_cancel(c, ok)
 {
 	atomic {
 		if
 		:: canceled -> assert(false)	/* only one canceller */
-		:: else -> canceled = true; covered = false
+		:: else -> canceled = true
 		fi
 	};
 	do
