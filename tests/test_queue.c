@@ -35,6 +35,25 @@ on_fire(void *arg)
 		r->order[(*r->next_slot)++] = r->id;
 }
 
+/* Poison a callback its unregister has released; later, check nothing in
+ * the library wrote to it (a late write would also follow a poisoned
+ * pointer). */
+static void
+poison_cb(struct cancel_callback *cb)
+{
+	memset(cb, 0xA5, sizeof(*cb));
+}
+
+static bool
+still_poisoned(const struct cancel_callback *cb)
+{
+	const unsigned char *p = (const unsigned char *)cb;
+	for (size_t i = 0; i < sizeof(*cb); i++)
+		if (p[i] != 0xA5)
+			return false;
+	return true;
+}
+
 static struct cancel_source *
 new_source(void)
 {
@@ -561,11 +580,13 @@ mixed_callbacks_of_one_source_go_to_their_own_queues(void **state)
 	/* Taken back from the middle of the first queue's batch. */
 	assert_true(cancel_callback_unregister(&r[4].cb));
 	assert_int_equal(cancel_callback_try_unregister(&r[4].cb), ENOENT);
+	poison_cb(&r[4].cb); /* released: the queue must not touch it */
 	assert_int_equal(cancel_queue_run(q1), 4);
 	assert_false(fd_readable(cancel_queue_fd(q1)));
 	assert_true(fd_readable(cancel_queue_fd(q2)));
 	assert_int_equal(cancel_queue_run(q2), 2);
 	assert_false(fd_readable(cancel_queue_fd(q2)));
+	assert_true(still_poisoned(&r[4].cb));
 	for (int i = 0; i < N; i++) {
 		assert_int_equal(r[i].runs, i == 4 ? 0 : 1);
 		if (where[i] != 0 && i != 4)
@@ -617,8 +638,12 @@ batch_unreg_half(void *arg)
 {
 	struct batch_half *h = arg;
 	tu_await(&h->x->go);
-	for (int i = h->from; i < BATCH; i += 2)
+	for (int i = h->from; i < BATCH; i += 2) {
 		h->x->removed[i] = cancel_callback_unregister(&h->x->r[i].cb);
+		/* Released, whatever the outcome: nothing may touch it now,
+		 * while the cancel and the run may still be going. */
+		poison_cb(&h->x->r[i].cb);
+	}
 	return NULL;
 }
 
@@ -655,6 +680,7 @@ unregisters_racing_a_batched_cancel_and_run_give_one_outcome_each(
 		cancel_queue_run(x->q);
 		assert_false(fd_readable(cancel_queue_fd(x->q)));
 		for (int i = 0; i < BATCH; i++) {
+			assert_true(still_poisoned(&x->r[i].cb));
 			int runs = x->r[i].runs;
 			if (x->removed[i]) {
 				assert_int_equal(runs, 0);
