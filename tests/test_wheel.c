@@ -73,7 +73,8 @@ struct item {
 
 static struct item *items;
 static size_t *order;
-static size_t norder; /* atomic */
+static size_t norder; /* atomic: callbacks done */
+static size_t nslot;  /* atomic: order slots taken */
 
 static void
 item_fn(void *arg)
@@ -81,9 +82,11 @@ item_fn(void *arg)
 	size_t i = (size_t)(uintptr_t)arg;
 	items[i].fired_at = tu_now_ns();
 	__atomic_fetch_add(&items[i].fired, 1u, __ATOMIC_RELAXED);
-	size_t k = __atomic_fetch_add(&norder, 1u, __ATOMIC_RELEASE);
+	size_t k = __atomic_fetch_add(&nslot, 1u, __ATOMIC_RELAXED);
 	if (order != NULL)
 		order[k] = i;
+	/* Release, after every write above: pairs with await_fired(). */
+	__atomic_fetch_add(&norder, 1u, __ATOMIC_RELEASE);
 }
 
 static void
@@ -94,6 +97,7 @@ items_new(size_t n)
 	assert_non_null(items);
 	assert_non_null(order);
 	__atomic_store_n(&norder, 0u, __ATOMIC_RELAXED);
+	__atomic_store_n(&nslot, 0u, __ATOMIC_RELAXED);
 	for (size_t i = 0; i < n; i++) {
 		cancel_source_init(&items[i].src);
 		assert_true(cancel_callback_register(
