@@ -302,6 +302,10 @@ CANCEL_HIDDEN int cancel__waitpid_backoff(pid_t pid, int *status,
                                           uint64_t dl_ns, cancel_token tok);
 /* Test hook: while @on, cancel__pidfd_open() fails with ENOSYS. */
 CANCEL_HIDDEN void cancel__test_pidfd_enosys(bool on);
+/* cancel__test_cascade_hook(fn): the library thread calls fn (NULL: none)
+ * each time a cascade of a large wheel slot drops its lock, between two
+ * batches of entries (libthread.c wheel_advance). */
+CANCEL_HIDDEN void cancel__test_cascade_hook(void (*fn)(void));
 
 /* ------------------------------------------------------------------ */
 /* debug.c: the CANCEL_DEBUG=leaks registry                           */

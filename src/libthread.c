@@ -170,9 +170,9 @@ static struct cancel_source *sig_head;
  *     re-inserts it.
  *
  * Lists are singly linked forward (tnext_) with a back pointer to the
- * pointer that points at the entry (tpprev_: a slot head, the pending
- * list head, the due list head, or the previous entry's tnext_), so
- * unlinking is O(1) and needs no knowledge of which list holds it.
+ * pointer that points at the entry (tpprev_: a slot lane's head, a
+ * pending list head, the due list head, or the previous entry's tnext_),
+ * so unlinking is O(1) and needs no knowledge of which list holds it.
  * deadline_ is read without lt_mu by cancel__timer_deadline() and written
  * without it by the re-arm fast path (see cancel__timer_arm()), hence the
  * atomic accesses.
@@ -181,18 +181,53 @@ static struct cancel_source *sig_head;
 #define W_BITS 6
 #define W_SLOTS 64u
 #define W_LEVELS 9u
+/*
+ * Each slot is W_LANES lists (lanes), filled in turn. A cascade walks a
+ * slot's lanes side by side, one entry of each in turn, so the loads of
+ * their next entries (each a cache miss when the slot is large and was
+ * filled long ago) are independent and overlap, where one list would
+ * chain them one miss after another. A burst of 1,000,000 deadlines
+ * spent most of the thread's time there (bench/README.md, "Timer"). The
+ * order inside a slot never mattered: level 0 sorts into the due list by
+ * exact deadline, and a cascade re-inserts each entry by its own.
+ */
+#define W_LANES 8u
 /* Cascading drops lt_mu after this many entries, so arms wait briefly. */
 #define W_BATCH 256u
 
-static struct cancel_source *wheel[W_LEVELS][W_SLOTS];
+static struct cancel_source *wheel[W_LEVELS][W_SLOTS][W_LANES];
 static uint64_t occ[W_LEVELS];
+/* The lane the next insert takes. */
+static unsigned w_lane;
 /* The wheel's time in ticks: at most the clock, never going back. */
 static uint64_t w_elapsed;
-/* Entries taken from a slot whose time has come, being cascaded. */
-static struct cancel_source *pend_head;
+/* Entries taken from a slot whose time has come, being cascaded (one
+ * list per lane of that slot). */
+static struct cancel_source *pend_head[W_LANES];
 /* Entries due, in deadline order, waiting to fire. */
 static struct cancel_source *due_head;
 static struct cancel_source **due_tail = &due_head;
+
+/* Test hook: runs on the library thread each time a cascade drops lt_mu
+ * (cancel__test_cascade_hook, internal.h). */
+static void (*cascade_hook)(void);
+
+void
+cancel__test_cascade_hook(void (*fn)(void))
+{
+	/* Release pairs with the acquire load in wheel_advance(). */
+	st_release(&cascade_hook, fn);
+}
+
+/* Whether a cascade is under way (a disarm may empty its lists). */
+static bool
+pend_any(void)
+{
+	for (unsigned k = 0; k < W_LANES; k++)
+		if (pend_head[k] != NULL)
+			return true;
+	return false;
+}
 
 static void
 list_push(struct cancel_source **head, struct cancel_source *s)
@@ -215,12 +250,20 @@ list_unlink(struct cancel_source *s)
 	else if (due_tail == &s->tnext_)
 		due_tail = pp;
 	if (*pp == NULL) {
-		/* The last entry of a wheel slot (addresses compared as
-		 * integers: pp may point anywhere). */
-		uintptr_t i = ((uintptr_t)pp - (uintptr_t)&wheel[0][0]) /
+		/* The last entry of a lane of a wheel slot (addresses
+		 * compared as integers: pp may point anywhere): the slot is
+		 * empty when all its lanes are. */
+		uintptr_t i = ((uintptr_t)pp - (uintptr_t)&wheel[0][0][0]) /
 		              sizeof(struct cancel_source *);
-		if (i < (uintptr_t)W_LEVELS * W_SLOTS)
-			occ[i / W_SLOTS] &= ~(1ull << (i % W_SLOTS));
+		if (i < (uintptr_t)W_LEVELS * W_SLOTS * W_LANES) {
+			struct cancel_source **lanes = pp - i % W_LANES;
+			bool empty = true;
+			for (unsigned k = 0; k < W_LANES; k++)
+				empty = empty && lanes[k] == NULL;
+			i /= W_LANES;
+			if (empty)
+				occ[i / W_SLOTS] &= ~(1ull << (i % W_SLOTS));
+		}
 	}
 	s->tnext_ = NULL;
 	s->tpprev_ = NULL;
@@ -259,7 +302,7 @@ wheel_insert(struct cancel_source *s, uint64_t deadline_ns)
 	unsigned lv = x == 0 ? 0u
 	                     : (63u - (unsigned)__builtin_clzll(x)) / W_BITS;
 	unsigned sl = (unsigned)(k >> (lv * W_BITS)) & (W_SLOTS - 1);
-	list_push(&wheel[lv][sl], s);
+	list_push(&wheel[lv][sl][w_lane++ % W_LANES], s);
 	occ[lv] |= 1ull << sl;
 }
 
@@ -318,40 +361,61 @@ wheel_advance(uint64_t now)
 	uint64_t start;
 
 	while (wheel_first(&lv, &sl, &start) && start <= nt) {
-		struct cancel_source **head = &wheel[lv][sl];
+		struct cancel_source **lanes = wheel[lv][sl];
 		w_elapsed = start;
 		if (lv == 0) {
-			struct cancel_source *s, *next;
-			for (s = *head; s != NULL; s = next) {
-				next = s->tnext_;
-				if (claim_due(s, now)) {
-					list_unlink(s);
-					due_insert(s,
-					           ld_relaxed(&s->deadline_));
-				} else if ((ld_relaxed(&s->deadline_) >>
-				            W_SHIFT) != start) {
-					/* Pushed later without the lock. */
-					list_unlink(s);
-					wheel_insert(s,
-					             ld_relaxed(&s->deadline_));
+			bool left = false;
+			for (unsigned k = 0; k < W_LANES; k++) {
+				struct cancel_source *s, *next;
+				for (s = lanes[k]; s != NULL; s = next) {
+					next = s->tnext_;
+					if (claim_due(s, now)) {
+						list_unlink(s);
+						due_insert(s, ld_relaxed(
+							&s->deadline_));
+					} else if ((ld_relaxed(&s->deadline_) >>
+					            W_SHIFT) != start) {
+						/* Pushed later without
+						 * the lock. */
+						list_unlink(s);
+						wheel_insert(s, ld_relaxed(
+							&s->deadline_));
+					}
 				}
+				left = left || lanes[k] != NULL;
 			}
-			if (*head != NULL)
+			if (left)
 				break; /* due later in this very tick */
 			continue;
 		}
-		/* Cascade the slot: each entry goes one level down or more. */
-		pend_head = *head;
-		*head = NULL;
+		/* Cascade the slot: each entry goes one level down or more.
+		 * Its lanes move to the pending lists whole; then one entry
+		 * of each in turn, so their loads overlap. */
 		occ[lv] &= ~(1ull << sl);
-		pend_head->tpprev_ = &pend_head;
+		for (unsigned k = 0; k < W_LANES; k++) {
+			pend_head[k] = lanes[k];
+			lanes[k] = NULL;
+			if (pend_head[k] != NULL)
+				pend_head[k]->tpprev_ = &pend_head[k];
+		}
 		unsigned n = 0;
-		while (pend_head != NULL) {
-			struct cancel_source *s = pend_head;
-			list_unlink(s);
-			wheel_insert(s, ld_relaxed(&s->deadline_));
-			if (++n % W_BATCH == 0) {
+		/* A disarm while the lock is dropped may empty any lane:
+		 * look at all of them each round. */
+		while (pend_any()) {
+			for (unsigned k = 0; k < W_LANES; k++) {
+				struct cancel_source *s = pend_head[k];
+				if (s == NULL)
+					continue;
+				list_unlink(s);
+				wheel_insert(s, ld_relaxed(&s->deadline_));
+				n++;
+			}
+			if (n >= W_BATCH) {
+				n = 0;
 				pthread_mutex_unlock(&lt_mu);
+				void (*hook)(void) = ld_acquire(&cascade_hook);
+				if (hook != NULL)
+					hook();
 				pthread_mutex_lock(&lt_mu);
 			}
 		}
@@ -381,18 +445,22 @@ wheel_next(void)
 	unsigned lv, sl;
 	uint64_t start;
 
-	if (due_head != NULL || pend_head != NULL)
+	if (due_head != NULL || pend_any())
 		return 0;
 	if (!wheel_first(&lv, &sl, &start))
 		return CANCEL_NEVER;
-	struct cancel_source *s = wheel[lv][sl];
-	if (lv > 0 && s->tnext_ != NULL)
-		return start << W_SHIFT;
+	struct cancel_source **lanes = wheel[lv][sl];
 	uint64_t d = CANCEL_NEVER;
-	for (; s != NULL; s = s->tnext_) {
-		uint64_t e = ld_relaxed(&s->deadline_);
-		if (e < d)
-			d = e;
+	unsigned seen = 0;
+	for (unsigned k = 0; k < W_LANES; k++) {
+		for (struct cancel_source *s = lanes[k]; s != NULL;
+		     s = s->tnext_) {
+			if (lv > 0 && ++seen > 1)
+				return start << W_SHIFT;
+			uint64_t e = ld_relaxed(&s->deadline_);
+			if (e < d)
+				d = e;
+		}
 	}
 	/* An entry pushed later without the lock still sits in its old
 	 * slot, maybe past entries of later slots: a minimum beyond this
@@ -1019,7 +1087,9 @@ atfork_child(void)
 	wt_idle = 0;
 	memset(wheel, 0, sizeof(wheel));
 	memset(occ, 0, sizeof(occ));
-	pend_head = due_head = NULL;
+	memset(pend_head, 0, sizeof(pend_head));
+	w_lane = 0;
+	due_head = NULL;
 	due_tail = &due_head;
 	sleep_until = CANCEL_NEVER;
 	firing = NULL;

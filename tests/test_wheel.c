@@ -3,8 +3,9 @@
  * many random deadlines fire exactly once, never early, in deadline
  * order; re-arm storms from 4 threads; far deadlines (years, and the
  * saturated tv_sec 2e10) and deadlines on every level's slot boundary;
- * disarm and re-arm racing the expiry on heap sources freed at once; fork
- * with many sources armed. Sizes: 100,000 by default, 1,000,000 with
+ * disarm and re-arm racing the expiry on heap sources freed at once;
+ * disarms and pushes while a large slot is cascaded; fork with many
+ * sources armed. Sizes: 100,000 by default, 1,000,000 with
  * CANCEL_LONG_TESTS=1.
  */
 /* ctest: TIMING TIMEOUT 300 LABELS timer */
@@ -490,6 +491,141 @@ destroy_and_rearm_race_expiry_on_heap_sources(void **state)
 }
 
 /* ------------------------------------------------------------------ */
+/* Disarms and pushes while a large slot cascades                     */
+/* ------------------------------------------------------------------ */
+
+static int cascade_once;   /* the hook has not acted yet */
+static int cascade_paused; /* the library thread waits in the hook */
+static int cascade_resume; /* the test has done its part */
+
+/* On the library thread, lt_mu dropped, between two batches of one
+ * cascade: the first time, let the test thread act, and wait for it. */
+static void
+cascade_hook(void)
+{
+	if (__atomic_exchange_n(&cascade_once, 0, __ATOMIC_ACQ_REL) == 0)
+		return;
+	tu_signal(&cascade_paused);
+	tu_await(&cascade_resume);
+}
+
+static bool
+poisoned(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	for (size_t i = 0; i < n; i++)
+		if (b[i] != 0xA5)
+			return false;
+	return true;
+}
+
+/*
+ * A slot of 20,000 entries is cascaded in batches, the wheel's lock
+ * dropped between them (libthread.c wheel_advance, its lanes). The test
+ * hook holds the library thread there after the first batch while this
+ * thread destroys three entries in four (so six of the slot's eight
+ * lanes become empty at once: they were filled in turn) and pushes one
+ * in eight later. Destroyed ones are poisoned at once and must never fire
+ * nor be written again; every other one fires once, not before its
+ * (pushed) deadline, in deadline order.
+ */
+static void
+disarms_and_pushes_while_a_large_slot_cascades(void **state)
+{
+	(void)state;
+	const size_t n = 20000;
+	uint64_t x = tu_seed("cascade") | 1u;
+
+	items_new(n);
+	__atomic_store_n(&cascade_paused, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&cascade_resume, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&cascade_once, 1, __ATOMIC_RELEASE);
+	cancel__test_cascade_hook(cascade_hook);
+
+	/* One aligned span of 2^22 ns, 400 ms ahead: every deadline shares
+	 * the digits of level 2 and up, so all sit in one slot of level 3
+	 * or above and are cascaded together. */
+	const uint64_t span = 1ull << 22;
+	uint64_t base = ((tu_now_ns() + 400 * MS) | (span - 1)) + 1;
+	for (size_t i = 0; i < n; i++) {
+		items[i].deadline = base + xorshift(&x) % span;
+		struct timespec dl = ts_of(items[i].deadline);
+		assert_int_equal(cancel_source_cancel_at(&items[i].src, &dl),
+		                 0);
+	}
+	bool in_time = tu_now_ns() < base;
+
+	/* Bounded: a cascade must come before the first deadline. */
+	uint64_t give_up = base + 60 * SEC;
+	while (!__atomic_load_n(&cascade_paused, __ATOMIC_ACQUIRE) &&
+	       tu_now_ns() < give_up)
+		sched_yield();
+	bool paused = __atomic_load_n(&cascade_paused, __ATOMIC_ACQUIRE);
+	size_t fired_before = __atomic_load_n(&norder, __ATOMIC_ACQUIRE);
+	size_t destroyed = 0, pushed = 0;
+	int bad = 0;
+	if (paused) {
+		for (size_t i = 0; i < n; i++) {
+			if (i % 4 != 0) {
+				cancel_callback_unregister(&items[i].cb);
+				bad |= cancel_source_destroy(&items[i].src);
+				memset(&items[i].src, 0xA5,
+				       sizeof(items[i].src));
+				memset(&items[i].cb, 0xA5,
+				       sizeof(items[i].cb));
+				destroyed++;
+			} else if (i % 8 == 0) {
+				items[i].deadline += 1 * MS;
+				struct timespec dl = ts_of(items[i].deadline);
+				bad |= cancel_source_cancel_at(&items[i].src,
+				                               &dl);
+				pushed++;
+			}
+		}
+	}
+	/* Let the library thread go on before any assert can end us. */
+	tu_signal(&cascade_resume);
+	cancel__test_cascade_hook(NULL);
+	if (!paused)
+		fail_msg("no cascade of the big slot within 60 s");
+	assert_int_equal(bad, 0);
+	assert_int_equal(fired_before, 0);
+	fprintf(stderr, "%zu destroyed, %zu pushed during the cascade\n",
+	        destroyed, pushed);
+
+	size_t live = n - destroyed;
+	assert_true(await_fired(live, 120 * SEC) == live);
+	for (size_t i = 0; i < n; i++) {
+		if (i % 4 != 0) {
+			assert_true(poisoned(&items[i].src,
+			                     sizeof(items[i].src)));
+			assert_true(poisoned(&items[i].cb,
+			                     sizeof(items[i].cb)));
+			continue;
+		}
+		assert_int_equal(items[i].fired, 1);
+		assert_true(items[i].fired_at >= items[i].deadline);
+	}
+	assert_int_equal(__atomic_load_n(&norder, __ATOMIC_ACQUIRE), live);
+	if (in_time) {
+		for (size_t k = 1; k < live; k++)
+			assert_true(items[order[k - 1]].deadline <=
+			            items[order[k]].deadline + GRAN_NS);
+	} else {
+		fprintf(stderr, "arming took past the first deadline: order "
+		                "not checked\n");
+	}
+	for (size_t i = 0; i < n; i += 4) {
+		cancel_callback_unregister(&items[i].cb);
+		assert_int_equal(cancel_source_destroy(&items[i].src), 0);
+	}
+	free(items);
+	free(order);
+	items = NULL;
+	order = NULL;
+}
+
+/* ------------------------------------------------------------------ */
 /* fork()                                                             */
 /* ------------------------------------------------------------------ */
 
@@ -588,6 +724,7 @@ main(void)
 		T(far_deadlines_are_kept_and_do_not_fire),
 		T(deadlines_on_level_boundaries_fire_once_not_early),
 		T(destroy_and_rearm_race_expiry_on_heap_sources),
+		T(disarms_and_pushes_while_a_large_slot_cascades),
 		T(fork_with_many_armed_fires_none_in_child),
 	};
 #undef T
