@@ -114,7 +114,9 @@ core_list_push(struct cancel_source *src, struct cancel_callback *cb)
 	cb->next_ = src->head_;
 	if (src->head_ != NULL)
 		src->head_->prev_ = cb;
-	src->head_ = cb;
+	/* Atomic (relaxed) only for the library thread's prefetch hint,
+	 * which reads head_ without the lock (libthread.c run_timers). */
+	st_relaxed(&src->head_, cb);
 }
 
 static inline void
@@ -124,7 +126,7 @@ core_list_unlink(struct cancel_source *src, struct cancel_callback *cb)
 	if (prev != NULL)
 		prev->next_ = cb->next_;
 	else
-		src->head_ = cb->next_;
+		st_relaxed(&src->head_, cb->next_);
 	if (cb->next_ != NULL)
 		cb->next_->prev_ = prev;
 	cb->next_ = NULL;

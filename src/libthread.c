@@ -670,6 +670,24 @@ out:
 /* Client 1: the timer                                                */
 /* ------------------------------------------------------------------ */
 
+/*
+ * Start loading what the next fires touch while this one runs: a burst
+ * of deadlines finds each source's state and callback cold (measured: a
+ * miss each, most of a fire's time). The next due source's callback (its
+ * head_, read without its lock, relaxed: only a hint, may be stale; a
+ * prefetch never faults) and the one after's state line.
+ */
+static void
+prefetch_due(void)
+{
+	struct cancel_source *n = due_head;
+	if (n == NULL)
+		return;
+	__builtin_prefetch(ld_relaxed(&n->head_), 1);
+	if (n->tnext_ != NULL)
+		__builtin_prefetch(n->tnext_, 1);
+}
+
 /* Fire every due source, earliest tick first, one at a time. */
 static void
 run_timers(void)
@@ -684,6 +702,7 @@ run_timers(void)
 		}
 		struct cancel_source *s = due_head;
 		list_unlink(s);
+		prefetch_due();
 		st_relaxed(&s->deadline_, CANCEL_NEVER);
 		/* Release pairs with cancel__timer_disarm()'s acquire. */
 		st_release(&s->tflags_, gen_bits() | T_SEEN);

@@ -318,7 +318,7 @@ cancel__queue_move(struct cancel_source *src, struct cancel_callback *cb)
 		if (cb == NULL || !(ld_relaxed(&cb->state_) & CB_QUEUED) ||
 		    ld_relaxed(&cb->spare_) != idx)
 			break;
-		src->head_ = cb->next_;
+		st_relaxed(&src->head_, cb->next_);
 		if (cb->next_ != NULL)
 			cb->next_->prev_ = NULL;
 	}

@@ -213,7 +213,7 @@ run_list(struct cancel_source *src, bool outermost)
 		if (cb == NULL)
 			break;
 		/* A popped callback's next_ is never read again. */
-		src->head_ = cb->next_;
+		st_relaxed(&src->head_, cb->next_);
 		if (cb->next_ != NULL)
 			cb->next_->prev_ = NULL;
 		uint32_t st = ld_relaxed(&cb->state_);
