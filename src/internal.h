@@ -306,6 +306,13 @@ CANCEL_HIDDEN void cancel__test_pidfd_enosys(bool on);
  * each time a cascade of a large wheel slot drops its lock, between two
  * batches of entries (libthread.c wheel_advance). */
 CANCEL_HIDDEN void cancel__test_cascade_hook(void (*fn)(void));
+/* cancel__test_fire_hook(fn): the library thread calls fn(false) just
+ * before each timeout's cancel and fn(true) right after it returned, both
+ * while that firing is in progress for a disarm (run_timers); NULL: none.
+ * cancel__test_firing_waiters(): how many disarms wait for the firing in
+ * progress now. */
+CANCEL_HIDDEN void cancel__test_fire_hook(void (*fn)(bool after));
+CANCEL_HIDDEN unsigned cancel__test_firing_waiters(void);
 
 /* ------------------------------------------------------------------ */
 /* debug.c: the CANCEL_DEBUG=leaks registry                           */

@@ -35,8 +35,8 @@
  *   - After a firing's cancel has returned, the thread never touches that
  *     source again, so a callback may destroy and free it.
  *   - Arming wakes the thread only when the new deadline is earlier than
- *     the one it sleeps toward, so arming and disarming cost a lock and a
- *     few pointer moves, no system call, and pushing an armed deadline
+ *     the one it sleeps toward, so arming and disarming cost a spin lock
+ *     and a few pointer moves, no system call, and pushing an armed deadline
  *     later (a watchdog, a keep-alive timeout) takes no lock at all. A
  *     disarmed or pushed-back earliest deadline costs one spurious
  *     wake-up at the old time.
@@ -44,14 +44,22 @@
  *     disabled; the library's own condvar waits (disarm, work wait)
  *     disable pthread_cancel while they hold its mutex.
  *
- * Locking: one mutex (lt_mu) guards the wheel, the work queue, `firing`
- * and the thread's start; one condvar (lt_cv, never timed, so its clock
- * does not matter) announces the end of a firing or of a work item. The
- * signal list is lock-free (handlers cannot lock).
+ * Locking: a spin lock (w_mu) guards the wheel, the due list, `firing`
+ * and sleep_until: its holders only move pointers, never block nor call
+ * out, and its unlock is a plain release store (arm and disarm are the
+ * hot path of every request with a deadline: a pthread mutex pair cost
+ * them 11 ns more, bench/README.md "Timer"). One mutex (lt_mu) guards
+ * the work queue, the work threads and the thread's start; with it one
+ * condvar (lt_cv, never timed, so its clock does not matter) announces
+ * the end of a work item, and the end of a firing that a disarm waits
+ * for (firing_waiters, under w_mu, says whether one does). Lock order:
+ * lt_mu, then w_mu; nothing takes lt_mu while it holds w_mu. The signal
+ * list is lock-free (handlers cannot lock).
  *
- * fork(): the prepare handler takes lt_mu and the parent handler releases
- * it, so no other thread holds it at the fork; the child handler resets
- * everything, then releases it: no thread, fresh condvar, empty wheel,
+ * fork(): the prepare handler takes lt_mu and w_mu and the parent handler
+ * releases them, so no other thread holds them at the fork; the child
+ * handler resets everything, then releases them: no thread, fresh
+ * condvar, empty wheel,
  * queue and signal list, wake descriptor closed. A new generation number
  * makes sources armed before the fork read as not armed, so their
  * deadlines never fire in the child and disarming them is safe. The thread
@@ -96,6 +104,30 @@
 
 static pthread_mutex_t lt_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t lt_cv = PTHREAD_COND_INITIALIZER;
+/* The wheel's spin lock (see Locking above): 0 free, 1 held. */
+static uint32_t w_mu;
+
+static void
+w_lock(void)
+{
+	/* Acquire pairs with the release store in w_unlock(). */
+	if (xchg_acquire(&w_mu, 1u) == 0)
+		return;
+	unsigned spins = 0;
+	do {
+		/* Read-only spin, as the source lock's (source.c). */
+		while (ld_relaxed(&w_mu) != 0)
+			cancel__backoff(&spins);
+		/* Acquire pairs with the release store in w_unlock(). */
+	} while (xchg_acquire(&w_mu, 1u) != 0);
+}
+
+static void
+w_unlock(void)
+{
+	/* Release pairs with the acquire exchanges in w_lock(). */
+	st_release(&w_mu, 0u);
+}
 /* Signalled when work is queued; idle work threads wait on it (untimed). */
 static pthread_cond_t work_cv = PTHREAD_COND_INITIALIZER;
 /*
@@ -130,12 +162,16 @@ static int lt_wfd = -1;
 static uint32_t lt_gen;
 static _Thread_local bool lt_self;
 
-/* Under lt_mu (with the wheel, below). */
+/* Under w_mu (with the wheel, below). */
 /* The deadline the thread last planned to sleep until (CANCEL_NEVER: no
  * timeout). An arm kicks only when it is earlier: an arm made before the
  * plan is seen by it, one made after compares against it. */
 static uint64_t sleep_until = CANCEL_NEVER;
+/* The source whose timeout's cancel runs now (compared, never followed),
+ * and how many disarms wait for that cancel to end. */
 static struct cancel_source *firing;
+static unsigned firing_waiters;
+/* Under lt_mu. */
 static struct cancel__work *work_head;
 static struct cancel__work *work_tail;
 
@@ -143,7 +179,7 @@ static struct cancel__work *work_tail;
 static struct cancel_source *sig_head;
 
 /* ------------------------------------------------------------------ */
-/* Hierarchical timing wheel on deadline_ (all under lt_mu)           */
+/* Hierarchical timing wheel on deadline_ (all under w_mu)            */
 /* ------------------------------------------------------------------ */
 /*
  * Time counts in ticks of 2^W_SHIFT ns (1.024 us). Level L has 64 slots of
@@ -173,7 +209,7 @@ static struct cancel_source *sig_head;
  * pointer that points at the entry (tpprev_: a slot lane's head, a
  * pending list head, the due list head, or the previous entry's tnext_),
  * so unlinking is O(1) and needs no knowledge of which list holds it.
- * deadline_ is read without lt_mu by cancel__timer_deadline() and written
+ * deadline_ is read without w_mu by cancel__timer_deadline() and written
  * without it by the re-arm fast path (see cancel__timer_arm()), hence the
  * atomic accesses.
  */
@@ -192,7 +228,7 @@ static struct cancel_source *sig_head;
  * exact deadline, and a cascade re-inserts each entry by its own.
  */
 #define W_LANES 8u
-/* Cascading drops lt_mu after this many entries, so arms wait briefly. */
+/* Cascading drops w_mu after this many entries, so arms wait briefly. */
 #define W_BATCH 256u
 
 static struct cancel_source *wheel[W_LEVELS][W_SLOTS][W_LANES];
@@ -208,7 +244,7 @@ static struct cancel_source *pend_head[W_LANES];
 static struct cancel_source *due_head;
 static struct cancel_source **due_tail = &due_head;
 
-/* Test hook: runs on the library thread each time a cascade drops lt_mu
+/* Test hook: runs on the library thread each time a cascade drops w_mu
  * (cancel__test_cascade_hook, internal.h). */
 static void (*cascade_hook)(void);
 
@@ -217,6 +253,26 @@ cancel__test_cascade_hook(void (*fn)(void))
 {
 	/* Release pairs with the acquire load in wheel_advance(). */
 	st_release(&cascade_hook, fn);
+}
+
+/* Test hook: runs on the library thread around each timeout's cancel,
+ * while `firing` names it (cancel__test_fire_hook, internal.h). */
+static void (*fire_hook)(bool after);
+
+void
+cancel__test_fire_hook(void (*fn)(bool after))
+{
+	/* Release pairs with the acquire loads in run_timers(). */
+	st_release(&fire_hook, fn);
+}
+
+unsigned
+cancel__test_firing_waiters(void)
+{
+	w_lock();
+	unsigned n = firing_waiters;
+	w_unlock();
+	return n;
 }
 
 /* Whether a cascade is under way (a disarm may empty its lists). */
@@ -331,7 +387,7 @@ wheel_first(unsigned *lvp, unsigned *slp, uint64_t *startp)
  * cancel__timer_arm(): here store DUE, then load deadline_; there CAS
  * deadline_, then load tflags_, all sequentially consistent. Either we
  * see the later deadline (and keep the entry), or the re-arm sees DUE and
- * redoes itself under lt_mu.
+ * redoes itself under w_mu.
  */
 static bool
 claim_due(struct cancel_source *s, uint64_t now)
@@ -349,7 +405,7 @@ claim_due(struct cancel_source *s, uint64_t now)
 
 /*
  * Move every entry whose exact deadline is at or before @now to the due
- * list, earliest tick first. May drop lt_mu for a moment while cascading
+ * list, earliest tick first. May drop w_mu for a moment while cascading
  * a large slot (arms and disarms meanwhile see a consistent wheel: the
  * rest of the slot waits on pend_head).
  */
@@ -412,11 +468,11 @@ wheel_advance(uint64_t now)
 			}
 			if (n >= W_BATCH) {
 				n = 0;
-				pthread_mutex_unlock(&lt_mu);
+				w_unlock();
 				void (*hook)(void) = ld_acquire(&cascade_hook);
 				if (hook != NULL)
 					hook();
-				pthread_mutex_lock(&lt_mu);
+				w_lock();
 			}
 		}
 	}
@@ -594,10 +650,10 @@ lt_main(void *arg)
 			return NULL;
 		}
 
-		pthread_mutex_lock(&lt_mu);
+		w_lock();
 		uint64_t d = wheel_next();
 		sleep_until = d;
-		pthread_mutex_unlock(&lt_mu);
+		w_unlock();
 
 		struct timespec ts, *tmo = NULL;
 		if (d != CANCEL_NEVER) {
@@ -693,7 +749,7 @@ static void
 run_timers(void)
 {
 	uint32_t gen = ld_relaxed(&lt_gen);
-	pthread_mutex_lock(&lt_mu);
+	w_lock();
 	for (;;) {
 		if (due_head == NULL) {
 			wheel_advance(cancel__now_ns());
@@ -707,23 +763,38 @@ run_timers(void)
 		/* Release pairs with cancel__timer_disarm()'s acquire. */
 		st_release(&s->tflags_, gen_bits() | T_SEEN);
 		firing = s;
-		pthread_mutex_unlock(&lt_mu);
+		w_unlock();
 
+		void (*hook)(bool) = ld_acquire(&fire_hook);
+		if (hook != NULL)
+			hook(false);
 		cancel__cancel_cause(s, ETIMEDOUT, "deadline passed");
 		/* s may be freed now (a callback destroyed it): only its
 		 * address is compared below, never followed. */
+		hook = ld_acquire(&fire_hook);
+		if (hook != NULL)
+			hook(true);
 
-		pthread_mutex_lock(&lt_mu);
+		w_lock();
 		firing = NULL;
-		pthread_cond_broadcast(&lt_cv);
+		if (firing_waiters != 0) {
+			/* Under lt_mu: a disarm that saw `firing` before we
+			 * cleared it holds lt_mu until it waits on lt_cv
+			 * (tests/model/timer.pml, BROKEN_BCAST_UNLOCKED). */
+			w_unlock();
+			pthread_mutex_lock(&lt_mu);
+			pthread_cond_broadcast(&lt_cv);
+			pthread_mutex_unlock(&lt_mu);
+			w_lock();
+		}
 		if (ld_relaxed(&lt_gen) != gen)
 			break; /* a callback forked: this is the child */
 	}
-	pthread_mutex_unlock(&lt_mu);
+	w_unlock();
 }
 
 /*
- * Push an armed source's deadline later without lt_mu: the entry stays in
+ * Push an armed source's deadline later without w_mu: the entry stays in
  * its slot, which now comes up early; the wheel then re-inserts it by its
  * exact deadline (a keep-alive timeout re-armed on every read costs one
  * CAS on the source, no shared cache line). True if done; false if the
@@ -746,7 +817,7 @@ rearm_later(struct cancel_source *src, uint64_t deadline_ns)
 	if (!cas_seq(&src->deadline_, &old, deadline_ns))
 		return false;
 	/* The wheel's thread never wakes later than the old deadline, so
-	 * no kick. If the entry was claimed meanwhile, redo under lt_mu. */
+	 * no kick. If the entry was claimed meanwhile, redo under w_mu. */
 	return ld_seq(&src->tflags_) == f;
 }
 
@@ -759,7 +830,7 @@ cancel__timer_arm(struct cancel_source *src, uint64_t deadline_ns)
 	if (rc != 0)
 		return rc;
 
-	pthread_mutex_lock(&lt_mu);
+	w_lock();
 	if (live_flags(ld_relaxed(&src->tflags_)) & T_IN_HEAP)
 		list_unlink(src);
 	st_relaxed(&src->deadline_, deadline_ns);
@@ -771,13 +842,13 @@ cancel__timer_arm(struct cancel_source *src, uint64_t deadline_ns)
 	bool kick = deadline_ns < sleep_until;
 	if (kick)
 		sleep_until = deadline_ns;
-	pthread_mutex_unlock(&lt_mu);
+	w_unlock();
 	if (kick)
 		cancel__lt_kick();
 	return 0;
 }
 
-/* Take @src off the wheel; under lt_mu. */
+/* Take @src off the wheel; under w_mu. */
 static void
 disarm_locked(struct cancel_source *src)
 {
@@ -797,9 +868,9 @@ disarm_nowait(struct cancel_source *src)
 	/* Acquire pairs with the release stores of arm and run_timers. */
 	if (!(ld_acquire(&src->tflags_) & T_SEEN))
 		return;
-	pthread_mutex_lock(&lt_mu);
+	w_lock();
 	disarm_locked(src);
-	pthread_mutex_unlock(&lt_mu);
+	w_unlock();
 }
 
 void
@@ -809,7 +880,7 @@ cancel__timer_disarm(struct cancel_source *src)
 	 * source that never armed (SEEN clear) takes no lock at all. */
 	if (!(ld_acquire(&src->tflags_) & T_SEEN))
 		return;
-	pthread_mutex_lock(&lt_mu);
+	w_lock();
 	disarm_locked(src);
 	if (firing == src && lt_self) {
 		/*
@@ -821,17 +892,35 @@ cancel__timer_disarm(struct cancel_source *src)
 		 */
 		firing = NULL;
 	}
-	if (firing == src) {
-		/* pthread_cond_wait is a cancellation point: never unwind
-		 * with lt_mu held (set only here: it costs as much as the
-		 * lock, and a firing in progress is rare). */
-		int cs;
-		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
-		while (firing == src)
-			pthread_cond_wait(&lt_cv, &lt_mu);
-		pthread_setcancelstate(cs, NULL);
+	if (firing != src) {
+		w_unlock();
+		return;
+	}
+	/*
+	 * Wait for that cancel to end (rare): counted, so the library
+	 * thread broadcasts lt_cv under lt_mu when it clears `firing`; we
+	 * look at `firing` while holding lt_mu, so that broadcast cannot
+	 * fall between our look and our wait. pthread_cond_wait is a
+	 * cancellation point: never unwind with lt_mu held.
+	 */
+	firing_waiters++;
+	w_unlock();
+	int cs;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cs);
+	pthread_mutex_lock(&lt_mu);
+	for (;;) {
+		w_lock();
+		bool still = firing == src;
+		w_unlock();
+		if (!still)
+			break;
+		pthread_cond_wait(&lt_cv, &lt_mu);
 	}
 	pthread_mutex_unlock(&lt_mu);
+	pthread_setcancelstate(cs, NULL);
+	w_lock();
+	firing_waiters--;
+	w_unlock();
 }
 
 uint64_t
@@ -1084,11 +1173,13 @@ static void
 atfork_prepare(void)
 {
 	pthread_mutex_lock(&lt_mu);
+	w_lock();
 }
 
 static void
 atfork_parent(void)
 {
+	w_unlock();
 	pthread_mutex_unlock(&lt_mu);
 }
 
@@ -1116,6 +1207,7 @@ atfork_child(void)
 	due_tail = &due_head;
 	sleep_until = CANCEL_NEVER;
 	firing = NULL;
+	firing_waiters = 0;
 	work_head = work_tail = NULL;
 	work_n = 0;
 	st_relaxed(&sig_head, NULL);
@@ -1126,6 +1218,7 @@ atfork_child(void)
 	 * ThreadSanitizer can follow. */
 	pthread_cond_init(&lt_cv, NULL);
 	pthread_cond_init(&work_cv, NULL);
+	w_unlock();
 	pthread_mutex_unlock(&lt_mu);
 }
 

@@ -769,6 +769,98 @@ tiny_deadline_then_destroy_never_touches_freed_source(void **state)
 	assert_int_equal(__atomic_load_n(&late_calls, __ATOMIC_RELAXED), 0);
 }
 
+/*
+ * destroy() on another thread while the library thread fires its
+ * timeout: its disarm must wait for the end of that firing (counted in
+ * firing_waiters, woken through lt_cv under lt_mu: tests/model/timer.pml).
+ * The fire hook holds the library thread, with the firing in progress,
+ * until the destroy waits for it:
+ *   - before the cancel: the source still reads not canceled, no callback
+ *     registered (destroy's armed-only path), and the cancel that follows
+ *     must not touch freed memory;
+ *   - after the cancel returned: its callback ran, the source reads
+ *     canceled and done (destroy's full path).
+ * The source and its callback are poisoned and freed the moment destroy
+ * returns.
+ */
+struct held_firing {
+	struct cancel_source src;
+	struct cancel_callback cb;
+};
+
+static bool hold_after;      /* hold after the cancel, else before */
+static int firing_held;      /* the hook holds the library thread */
+static int firing_waited;    /* it saw the destroy waiting */
+static int firing_released;  /* it returned */
+
+static void
+hold_firing_hook(bool after)
+{
+	if (after != __atomic_load_n(&hold_after, __ATOMIC_RELAXED) ||
+	    __atomic_exchange_n(&firing_held, 1, __ATOMIC_ACQ_REL) != 0)
+		return; /* only the first firing, at the chosen point */
+	uint64_t end = tu_now_ns() + 30 * SEC;
+	while (cancel__test_firing_waiters() == 0 && tu_now_ns() < end)
+		sched_yield();
+	if (cancel__test_firing_waiters() != 0)
+		tu_signal(&firing_waited);
+	tu_signal(&firing_released);
+}
+
+static void
+count_fn(void *arg)
+{
+	__atomic_fetch_add((int *)arg, 1, __ATOMIC_RELAXED);
+}
+
+static void
+destroy_during_firing(bool after, bool with_cb)
+{
+	int ran = 0;
+	struct held_firing *h = calloc(1, sizeof(*h));
+	assert_non_null(h);
+	__atomic_store_n(&hold_after, after, __ATOMIC_RELAXED);
+	__atomic_store_n(&firing_held, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&firing_waited, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&firing_released, 0, __ATOMIC_RELAXED);
+	cancel__test_fire_hook(hold_firing_hook);
+
+	cancel_source_init(&h->src);
+	if (with_cb)
+		assert_true(cancel_callback_register(
+		        &h->cb, count_fn, &ran, cancel_source_token(&h->src)));
+	assert_int_equal(cancel_source_cancel_after(&h->src, 1 * MS), 0);
+	tu_await(&firing_held);
+	if (with_cb)
+		cancel_callback_unregister(&h->cb);
+	/* Waits in its disarm until the hook lets the thread go on. */
+	assert_int_equal(cancel_source_destroy(&h->src), 0);
+	int released = __atomic_load_n(&firing_released, __ATOMIC_ACQUIRE);
+	memset(h, 0xa5, sizeof(*h));
+	free(h);
+	cancel__test_fire_hook(NULL);
+	tu_await(&firing_released);
+	assert_int_equal(released, 1);
+	assert_int_equal(__atomic_load_n(&firing_waited, __ATOMIC_ACQUIRE), 1);
+	assert_int_equal(__atomic_load_n(&ran, __ATOMIC_RELAXED),
+	                 with_cb && after ? 1 : 0);
+	assert_int_equal(cancel__test_firing_waiters(), 0);
+}
+
+static void
+destroy_waits_for_a_firing_about_to_cancel_its_source(void **state)
+{
+	(void)state;
+	destroy_during_firing(false, false);
+}
+
+static void
+destroy_waits_for_the_end_of_a_firing_that_ran_its_callback(void **state)
+{
+	(void)state;
+	destroy_during_firing(true, true);
+}
+
 /* ------------------------------------------------------------------ */
 /* fork()                                                             */
 /* ------------------------------------------------------------------ */
@@ -1096,6 +1188,8 @@ main(void)
 		T(ten_thousand_timers_fire_once_in_deadline_order),
 		T(hundred_thousand_armed_sources_disarm_and_fire),
 		T(tiny_deadline_then_destroy_never_touches_freed_source),
+		T(destroy_waits_for_a_firing_about_to_cancel_its_source),
+		T(destroy_waits_for_the_end_of_a_firing_that_ran_its_callback),
 		T(forked_child_arms_a_timer_that_fires),
 		T(parent_armed_deadline_does_not_fire_in_child),
 		T(work_items_run_once_on_work_threads),

@@ -200,6 +200,7 @@ check timer safety ok
 check timer safety ok -DSELF
 check timer_broken_no_wait safety 'assertion violated  !(sfreed)'
 check timer_broken_wait_self safety 'invalid end state'
+check timer_broken_bcast_unlocked safety 'invalid end state'
 
 # a lock-free push of a deadline racing its claim (src/libthread.c)
 check timer_rearm safety ok

@@ -3,22 +3,27 @@
  * (src/libthread.c run_timers, cancel__timer_disarm; src/source.c
  * cancel_source_destroy, teardown, run_list).
  *
- * Source S is armed (in the heap, T_SEEN set) and has one callback cb.
- * lt_mu is a mutex; lt_cv a condvar (cond_wait = unlock and join the wait
- * set atomically, leave it on a broadcast, relock).
+ * Source S is armed (on the wheel, T_SEEN set) and has one callback cb.
+ * w_mu is the wheel's spin lock (it guards the wheel and `firing`, and
+ * its holder never blocks); lt_mu a mutex and lt_cv a condvar (cond_wait
+ * = unlock and join the wait set atomically, leave it on a broadcast,
+ * relock), used only to wait for a firing.
  *
- *   Timer (the library thread): lock lt_mu; if S is in the heap (due):
+ *   Timer (the library thread): lock w_mu; if S is on the wheel (due):
  *     remove it, firing = S, unlock; cancel_with(S, ETIMEDOUT) (the CAS,
- *     then run_list: pop cb, run fn, mark it done, set DONE); lock,
- *     firing = NULL, broadcast; unlock. After the cancel it only compares
- *     S's address.
+ *     then run_list: pop cb, run fn, mark it done, set DONE); lock w_mu,
+ *     firing = NULL, note whether a disarm waits (firing_waiters), unlock;
+ *     if one does: lock lt_mu, broadcast, unlock. After the cancel it only
+ *     compares S's address.
  *   User: unregister(cb) (removes it, or waits while fn runs: the gen_
  *     park of callback.pml, abstracted to "until fn returned"), then
  *     destroy(S): word 0 -> disarm, return; else CANCELED and not DONE ->
  *     wait for DONE (DWAIT + park); teardown (lock, busy check, unlock),
  *     disarm, close the fd. Then S is freed.
- *   disarm: tflags_ SEEN? lock lt_mu, take S out of the heap if there,
- *     while (firing == S && !lt_self) cond_wait; unlock.
+ *   disarm: tflags_ SEEN? lock w_mu, take S off the wheel if there; if
+ *     firing == S and not on the library thread: firing_waiters++, unlock
+ *     w_mu, lock lt_mu, and while (firing == S, read under w_mu)
+ *     cond_wait; unlock lt_mu; firing_waiters-- under w_mu.
  *
  * -DSELF: no User; cb's fn destroys S itself (on the library thread, from
  * inside the firing) and frees it. destroy sees its own run frame: no
@@ -31,7 +36,10 @@
  *
  * Broken variants: BROKEN_NO_WAIT (disarm does not wait for the firing in
  * progress: the Timer's CAS touches freed S); BROKEN_WAIT_SELF with SELF
- * (disarm waits even on the library thread: it waits for itself).
+ * (disarm waits even on the library thread: it waits for itself);
+ * BROKEN_BCAST_UNLOCKED (the Timer broadcasts without lt_mu: it can land
+ * between the disarm's look at `firing` and its cond_wait, which then
+ * sleeps for ever).
  */
 
 #define CANCELED 1
@@ -47,8 +55,10 @@
 
 /* library thread */
 bit ltmu;
+bit wmu;		/* w_mu */
 bool cvwait;		/* the User waits on lt_cv */
-bool firing;		/* firing == S */
+bool firing;		/* firing == S (under w_mu) */
+byte fwait;		/* firing_waiters (under w_mu) */
 
 /* S */
 bool inheap = true;
@@ -88,26 +98,51 @@ inline ltunlock()
 	ltmu = 0
 }
 
+inline wlock()
+{
+	atomic { wmu == 0 -> wmu = 1 }
+}
+
+inline wunlock()
+{
+	wmu = 0
+}
+
 /* cancel__timer_disarm(S) */
 inline disarm()
 {
 	atomic { assert(!sfreed); if :: !seen -> goto disarmed :: else fi };
-	ltlock();
+	wlock();
 	d_step { assert(!sfreed); inheap = false };	/* disarm_locked */
 #ifndef BROKEN_NO_WAIT
-	do
+	if
 #ifdef BROKEN_WAIT_SELF
 	:: firing ->
 #else
 	:: firing && _pid != TIMER ->
 #endif
-		atomic { ltmu = 0; cvwait = true };
-		!cvwait;
-		ltlock()
-	:: else -> break
-	od;
+		fwait++;
+		wunlock();
+		ltlock();
+		do
+		:: wlock();
+			still = firing;
+			wunlock();
+			if
+			:: still ->
+				atomic { ltmu = 0; cvwait = true };
+				!cvwait;
+				ltlock()
+			:: else -> break
+			fi
+		od;
+		ltunlock();
+		wlock();
+		fwait--
+	:: else
+	fi;
 #endif
-	ltunlock();
+	wunlock();
 disarmed:
 	skip
 }
@@ -133,14 +168,16 @@ proctype Timer()
 {
 	bool won;
 	bool destroyed_in_fn;
+	bool still;
+	bool wake;
 	byte old;
 
-	ltlock();
+	wlock();
 	if
 	:: inheap ->
 		d_step { assert(!sfreed); inheap = false };
 		firing = true;
-		ltunlock();
+		wunlock();
 		/* cancel_source_cancel_with(S, ETIMEDOUT): begin */
 		d_step {
 			assert(!sfreed);
@@ -188,18 +225,31 @@ proctype Timer()
 		fi;
 fired:
 		/* S may be freed: only its address is compared now */
-		ltlock();
+		wlock();
 		firing = false;
-		cvwait = false	/* broadcast */
-	:: else
-	fi;
-	ltunlock()
+		wake = fwait > 0;
+		wunlock();
+		if
+		:: wake ->
+#ifndef BROKEN_BCAST_UNLOCKED
+			ltlock();
+			cvwait = false;	/* broadcast */
+			ltunlock()
+#else
+			cvwait = false
+#endif
+		:: else
+		fi
+	:: else ->
+		wunlock()
+	fi
 }
 
 #ifndef SELF
 proctype User()
 {
 	byte s;
+	bool still;
 
 	/* unregister(cb) */
 	slock();
@@ -252,5 +302,5 @@ init {
 	};
 	(_nr_pr == 1);
 	assert(sfreed && destroy_returned && ran <= 1);
-	assert(ltmu == 0 && !firing && !inheap)
+	assert(ltmu == 0 && wmu == 0 && fwait == 0 && !firing && !inheap)
 }
