@@ -556,6 +556,22 @@ destroy_slow(struct cancel_source *src)
 {
 	if (src == NULL)
 		return EINVAL;
+	/* As the fast path, with a timer armed (a request's deadline): not
+	 * canceled, nothing registered, no child, no parent. The disarm
+	 * waits for a firing in progress; if one canceled us meanwhile, the
+	 * rest below does the work. */
+	if (ld_acquire(&src->state_) == 0 && ld_relaxed(&src->head_) == NULL &&
+	    ld_acquire(&src->children_) == 0 && src->nlinks_ == 0) {
+		CANCEL_ERRNO_SAVE();
+		cancel__timer_disarm(src);
+		CANCEL_ERRNO_RESTORE();
+		/* Acquire pairs with cancel__begin's CAS. */
+		if (ld_acquire(&src->state_) == 0) {
+			if (__builtin_expect(cancel__debug_leaks, 0))
+				return cancel__debug_destroyed(src);
+			return 0;
+		}
+	}
 	/* Acquire pairs with cancel__begin's CAS and run_list's DONE. */
 	uint64_t s = ld_acquire(&src->state_);
 	CANCEL_ERRNO_SAVE();
