@@ -32,14 +32,14 @@
  *     (under the lock, first time only), unlock, park on gen_, lock, look
  *     again; else stop. Unlock; leave if it entered (its last access).
  *   Timer (the library thread, -DTIMER): S is armed; a firing takes S out
- *     of the heap and enters the count (one step: both under lt_mu),
+ *     of the wheel and enters the count (one step: both under w_mu),
  *     cancel_with(S, ETIMEDOUT) (the Canceller's code: one of the two wins
  *     the CAS), leave.
  *   destroy: if CANCELED and not DONE: wait for DONE; then if CANCELED:
  *     wait for users == 0 (DWAIT + park on the word); lock, read the word:
  *     EBUSY if a callback is registered or (not CANCELED and users > 0);
- *     else 0. With TIMER, after 0: disarm (S out of the heap, under
- *     lt_mu), then wait for users == 0 again: a firing in progress.
+ *     else 0. With TIMER, after 0: disarm (S off the wheel, under
+ *     w_mu), then wait for users == 0 again: a firing in progress.
  *   Destroyer (the owner): may call destroy once before it lets the
  *     Canceller cancel (EBUSY while a call is inside or a callback is
  *     registered; 0 only if nothing is, and then no cancel follows); then
@@ -578,7 +578,7 @@ proctype Timer()
 	byte old;
 	byte c = NONE;
 
-	/* lt_mu: take S out of the heap, enter */
+	/* w_mu: take S off the wheel, enter */
 end_idle:
 	atomic {
 		armed ->
@@ -620,7 +620,7 @@ inline destroy(s, rc)
 #ifdef TIMER
 	if
 	:: rc == 0 ->
-		/* disarm: out of the heap (lt_mu), then a firing in progress */
+		/* disarm: off the wheel (w_mu), then a firing in progress */
 		d_step { touch(destroyer); armed = false };
 #ifndef BROKEN_TIMER_NO_WAIT
 		wait_state(W_USERS, s)

@@ -8,15 +8,15 @@
  * sequentially consistent, which is what the C code asks of the four
  * accesses that matter (cas_seq/ld_seq there, st_seq/ld_seq here).
  *
- *   Timer (under lt_mu): claim: DUE = 1, then read the deadline; reached
+ *   Timer (under w_mu): claim: DUE = 1, then read the deadline; reached
  *     -> on the due list; not reached -> DUE = 0, keep it. Later, under
- *     lt_mu again: if still on the due list, pop it (deadline NEVER,
+ *     w_mu again: if still on the due list, pop it (deadline NEVER,
  *     DUE and IN_HEAP clear) and fire.
  *   Arm, fast path: not IN_HEAP, or DUE? -> slow. old = deadline (NEVER:
  *     no longer armed -> slow); CAS(old -> LATER) or slow; tflags_ no
  *     longer what it was (DUE set or IN_HEAP clear)? -> slow; else done,
  *     no lock.
- *   Arm, slow path (cancel__timer_arm under lt_mu): take the entry off
+ *   Arm, slow path (cancel__timer_arm under w_mu): take the entry off
  *     the due list if it is there, store LATER, IN_HEAP, DUE clear.
  *
  * Property: a fast push that returned success is never followed by a
@@ -55,7 +55,7 @@ proctype Timer()
 	:: else -> due = 0
 	fi;
 	unlock();
-	/* run_timers: pop and fire, lt_mu dropped around the cancel */
+	/* run_timers: pop and fire, w_mu dropped around the cancel */
 	lock();
 	if
 	:: ondue -> ondue = false; dl = NEVER;
