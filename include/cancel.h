@@ -404,13 +404,16 @@ CANCEL_API bool cancel_source_cancel_with(struct cancel_source *src,
  * early, then looks again at a finer level. Lateness is the wake-up
  * latency of the thread's last sleep (close to a raw clock_nanosleep():
  * bench/bench_timer.c), plus the run time of callbacks firing ahead of it,
- * plus, for deadlines falling due together, about 0.3 us per source ahead
- * of it. Sources due together fire in deadline order (exactly; the
- * documented bound is one level-0 slot, 1.024 us). Arming, re-arming and
- * disarming cost O(1) at any number of armed sources; pushing an armed
- * deadline later takes no lock (a keep-alive timeout re-armed on every
- * read), an earlier one or a first arm takes the library's timer lock
- * for a few pointer moves.
+ * plus, for deadlines falling due together, about 0.3-0.5 us per source
+ * ahead of it (bench_timer's burst of 1,000,000, each callback writing
+ * one random slot).
+ * Sources due together fire in deadline order (exactly; the documented
+ * bound is one level-0 slot, 1.024 us). Arming, re-arming and disarming
+ * cost O(1) at any number of armed sources; pushing an armed deadline
+ * later takes no lock (a keep-alive timeout re-armed on every read), an
+ * earlier one or a first arm takes the wheel's spin lock for a few
+ * pointer moves (while the library thread moves a large slot down a
+ * level, it holds that lock for at most 256 entries at a time).
  *
  * Returns: 0 (also on an already-canceled source, where it does nothing);
  * EAGAIN if the library thread cannot be started (nothing armed).
