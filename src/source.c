@@ -551,17 +551,30 @@ teardown(struct cancel_source *src, struct cancel__frame *frame,
 	return 0;
 }
 
+/*
+ * Nothing on @src to wait for or take apart but its timer and its parent
+ * links: not canceled (no waiter, no fd: those live in the state word),
+ * no callback registered, no child (a linked child or a watch). Read
+ * without the lock, as destroy may: no other call races it (SPEC).
+ */
+static inline bool
+quiet(struct cancel_source *src)
+{
+	/* Acquire pairs with cancel__begin's CAS. */
+	return ld_acquire(&src->state_) == 0 &&
+	       ld_relaxed(&src->head_) == NULL &&
+	       ld_acquire(&src->children_) == 0;
+}
+
 static __attribute__((noinline)) int
 destroy_slow(struct cancel_source *src)
 {
 	if (src == NULL)
 		return EINVAL;
-	/* As the fast path, with a timer armed (a request's deadline): not
-	 * canceled, nothing registered, no child, no parent. The disarm
-	 * waits for a firing in progress; if one canceled us meanwhile, the
-	 * rest below does the work. */
-	if (ld_acquire(&src->state_) == 0 && ld_relaxed(&src->head_) == NULL &&
-	    ld_acquire(&src->children_) == 0 && src->nlinks_ == 0) {
+	/* As the fast path, with a timer armed (a request's deadline) and no
+	 * parent. The disarm waits for a firing in progress; if one canceled
+	 * us meanwhile, the rest below does the work. */
+	if (quiet(src) && src->nlinks_ == 0) {
 		CANCEL_ERRNO_SAVE();
 		cancel__timer_disarm(src);
 		CANCEL_ERRNO_RESTORE();
@@ -653,10 +666,7 @@ unlink_one_fast(struct cancel_source *src)
 int
 cancel_source_destroy(struct cancel_source *src)
 {
-	/* Acquire pairs with cancel__begin's CAS. */
-	if (src != NULL && ld_acquire(&src->state_) == 0 &&
-	    ld_relaxed(&src->head_) == NULL &&
-	    ld_acquire(&src->children_) == 0 &&
+	if (src != NULL && quiet(src) &&
 	    /* Acquire pairs with the timer's release stores of tflags_
 	     * (all zero: never armed, nothing for the disarm to do). */
 	    ld_acquire(&src->tflags_) == 0 &&
