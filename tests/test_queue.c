@@ -41,17 +41,13 @@ on_fire(void *arg)
 static void
 poison_cb(struct cancel_callback *cb)
 {
-	memset(cb, 0xA5, sizeof(*cb));
+	tu_poison(cb, sizeof(*cb));
 }
 
 static bool
 still_poisoned(const struct cancel_callback *cb)
 {
-	const unsigned char *p = (const unsigned char *)cb;
-	for (size_t i = 0; i < sizeof(*cb); i++)
-		if (p[i] != 0xA5)
-			return false;
-	return true;
+	return tu_poisoned(cb, sizeof(*cb));
 }
 
 static struct cancel_source *

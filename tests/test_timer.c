@@ -836,7 +836,7 @@ destroy_during_firing(bool after, bool with_cb)
 	/* Waits in its disarm until the hook lets the thread go on. */
 	assert_int_equal(cancel_source_destroy(&h->src), 0);
 	int released = __atomic_load_n(&firing_released, __ATOMIC_ACQUIRE);
-	memset(h, 0xa5, sizeof(*h));
+	tu_poison(h, sizeof(*h));
 	free(h);
 	cancel__test_fire_hook(NULL);
 	tu_await(&firing_released);

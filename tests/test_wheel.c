@@ -107,10 +107,12 @@ items_new(size_t n)
 	}
 }
 
+/* Unregister and destroy items 0, @step, 2 * @step... (the others were
+ * already), then free them all. */
 static void
-items_free(size_t n)
+items_free_step(size_t n, size_t step)
 {
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i += step) {
 		cancel_callback_unregister(&items[i].cb);
 		assert_int_equal(cancel_source_destroy(&items[i].src), 0);
 	}
@@ -118,6 +120,12 @@ items_free(size_t n)
 	free(order);
 	items = NULL;
 	order = NULL;
+}
+
+static void
+items_free(size_t n)
+{
+	items_free_step(n, 1);
 }
 
 /* Wait until @n callbacks ran, or @timeout_ns passed; the count. */
@@ -509,16 +517,6 @@ cascade_hook(void)
 	tu_await(&cascade_resume);
 }
 
-static bool
-poisoned(const void *p, size_t n)
-{
-	const unsigned char *b = p;
-	for (size_t i = 0; i < n; i++)
-		if (b[i] != 0xA5)
-			return false;
-	return true;
-}
-
 /*
  * A slot of 20,000 entries is cascaded in batches, the wheel's lock
  * dropped between them (libthread.c wheel_advance, its lanes). The test
@@ -569,10 +567,9 @@ disarms_and_pushes_while_a_large_slot_cascades(void **state)
 			if (i % 4 != 0) {
 				cancel_callback_unregister(&items[i].cb);
 				bad |= cancel_source_destroy(&items[i].src);
-				memset(&items[i].src, 0xA5,
-				       sizeof(items[i].src));
-				memset(&items[i].cb, 0xA5,
-				       sizeof(items[i].cb));
+				tu_poison(&items[i].src,
+				          sizeof(items[i].src));
+				tu_poison(&items[i].cb, sizeof(items[i].cb));
 				destroyed++;
 			} else if (i % 8 == 0) {
 				items[i].deadline += 1 * MS;
@@ -597,10 +594,10 @@ disarms_and_pushes_while_a_large_slot_cascades(void **state)
 	assert_true(await_fired(live, 120 * SEC) == live);
 	for (size_t i = 0; i < n; i++) {
 		if (i % 4 != 0) {
-			assert_true(poisoned(&items[i].src,
-			                     sizeof(items[i].src)));
-			assert_true(poisoned(&items[i].cb,
-			                     sizeof(items[i].cb)));
+			assert_true(tu_poisoned(&items[i].src,
+			                        sizeof(items[i].src)));
+			assert_true(tu_poisoned(&items[i].cb,
+			                        sizeof(items[i].cb)));
 			continue;
 		}
 		assert_int_equal(items[i].fired, 1);
@@ -615,14 +612,7 @@ disarms_and_pushes_while_a_large_slot_cascades(void **state)
 		fprintf(stderr, "arming took past the first deadline: order "
 		                "not checked\n");
 	}
-	for (size_t i = 0; i < n; i += 4) {
-		cancel_callback_unregister(&items[i].cb);
-		assert_int_equal(cancel_source_destroy(&items[i].src), 0);
-	}
-	free(items);
-	free(order);
-	items = NULL;
-	order = NULL;
+	items_free_step(n, 4);
 }
 
 /* ------------------------------------------------------------------ */

@@ -114,6 +114,27 @@ tu_signal(int *flag)
 	__atomic_store_n(flag, 1, __ATOMIC_RELEASE);
 }
 
+/* Fill memory the library was given back (after destroy/unregister) with
+ * 0xA5; tu_poisoned() tells whether it is still all 0xA5, i.e. nothing
+ * wrote to it since. */
+#define TU_POISON 0xA5
+
+static inline void
+tu_poison(void *p, size_t n)
+{
+	memset(p, TU_POISON, n);
+}
+
+static inline bool
+tu_poisoned(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	for (size_t i = 0; i < n; i++)
+		if (b[i] != TU_POISON)
+			return false;
+	return true;
+}
+
 /* Number of open descriptors of this process. */
 static inline int
 tu_fd_count(void)
