@@ -435,12 +435,31 @@ burst_result(struct burst *b, uint64_t *dl, uint64_t *at, size_t n)
 	b->ok = true;
 }
 
-static size_t burst_fired;
+/*
+ * The burst's record: each callback appends (source index, time) to a log
+ * in firing order, and the results are scattered by index afterwards. A
+ * write to at[index] in the callback would be a cache miss at a random
+ * line (8 MB at N = 1,000,000), and the library's next locked instruction
+ * waits for it: at N = 1,000,000 the tail was 388-508 ms with those
+ * writes against 249-404 ms with the log (the same library, alternated).
+ * The log's writes are sequential and stay hot. The heap's firing thread
+ * records the same way.
+ */
+struct burst_rec {
+	uint64_t at;
+	size_t i;
+};
+
+static struct burst_rec *burst_log;
+static size_t burst_pos, burst_fired;
 
 static void
 burst_fn(void *arg)
 {
-	*(uint64_t *)arg = now_ns();
+	size_t k = __atomic_fetch_add(&burst_pos, 1, __ATOMIC_RELAXED);
+	burst_log[k].at = now_ns();
+	burst_log[k].i = (size_t)(uintptr_t)arg;
+	/* Release pairs with burst_wait()'s acquire: the record is seen. */
 	__atomic_fetch_add(&burst_fired, 1, __ATOMIC_RELEASE);
 }
 
@@ -479,20 +498,28 @@ burst_lib(struct burst *b, size_t n, uint64_t *x)
 	struct cancel_callback *cb = calloc(n, sizeof(*cb));
 	uint64_t *dl = calloc(n, sizeof(*dl));
 	uint64_t *at = calloc(n, sizeof(*at));
+	burst_log = malloc(n * sizeof(*burst_log));
 	b->ok = false;
-	if (s == NULL || cb == NULL || dl == NULL || at == NULL)
+	if (s == NULL || cb == NULL || dl == NULL || at == NULL ||
+	    burst_log == NULL)
 		goto out;
+	/* Touch the log's pages now, not in the callbacks. */
+	memset(burst_log, 0, n * sizeof(*burst_log));
 	for (size_t i = 0; i < n; i++)
-		cancel_callback_register(&cb[i], burst_fn, &at[i],
+		cancel_callback_register(&cb[i], burst_fn, (void *)(uintptr_t)i,
 		                         cancel_source_token(&s[i]));
+	__atomic_store_n(&burst_pos, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&burst_fired, 0, __ATOMIC_RELAXED);
 	uint64_t last = burst_deadlines(dl, n, x);
 	for (size_t i = 0; i < n; i++) {
 		struct timespec ts = to_ts(dl[i]);
 		cancel_source_cancel_at(&s[i], &ts);
 	}
-	if (burst_wait(n, last))
+	if (burst_wait(n, last)) {
+		for (size_t k = 0; k < n; k++)
+			at[burst_log[k].i] = burst_log[k].at;
 		burst_result(b, dl, at, n);
+	}
 	for (size_t i = 0; i < n; i++) {
 		cancel_callback_unregister(&cb[i]);
 		if (cancel_source_destroy(&s[i]) != 0)
@@ -503,10 +530,12 @@ out:
 	free(cb);
 	free(dl);
 	free(at);
+	free(burst_log);
+	burst_log = NULL;
 }
 
 struct hburst {
-	uint64_t *at;
+	struct burst_rec *log; /* as the library's burst records */
 	struct hsrc *base;
 	size_t n;
 };
@@ -523,7 +552,8 @@ h_fire_main(void *arg)
 		if (r->deadline <= now_ns()) {
 			h_remove(r);
 			pthread_mutex_unlock(&h_mu);
-			hb->at[r - hb->base] = now_ns();
+			hb->log[done].at = now_ns();
+			hb->log[done].i = (size_t)(r - hb->base);
 			done++;
 			pthread_mutex_lock(&h_mu);
 			continue;
@@ -543,22 +573,27 @@ burst_heap(struct burst *b, size_t n, uint64_t *x)
 	struct hsrc *s = calloc(n, sizeof(*s));
 	uint64_t *dl = calloc(n, sizeof(*dl));
 	uint64_t *at = calloc(n, sizeof(*at));
+	struct burst_rec *log = malloc(n * sizeof(*log));
 	pthread_t t;
 	b->ok = false;
-	if (s == NULL || dl == NULL || at == NULL)
+	if (s == NULL || dl == NULL || at == NULL || log == NULL)
 		goto out;
+	memset(log, 0, n * sizeof(*log));
 	burst_deadlines(dl, n, x);
 	for (size_t i = 0; i < n; i++)
 		h_arm(&s[i], dl[i]);
-	struct hburst hb = {at, s, n};
+	struct hburst hb = {log, s, n};
 	if (pthread_create(&t, NULL, h_fire_main, &hb) != 0)
 		goto out;
 	pthread_join(t, NULL);
+	for (size_t k = 0; k < n; k++)
+		at[log[k].i] = log[k].at;
 	burst_result(b, dl, at, n);
 out:
 	free(s);
 	free(dl);
 	free(at);
+	free(log);
 }
 
 /* 2 threads re-arming their own sources against 1. */
