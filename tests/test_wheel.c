@@ -4,8 +4,8 @@
  * order; re-arm storms from 4 threads; far deadlines (years, and the
  * saturated tv_sec 2e10) and deadlines on every level's slot boundary;
  * disarm and re-arm racing the expiry on heap sources freed at once;
- * disarms and pushes while a large slot is cascaded; fork with many
- * sources armed. Sizes: 100,000 by default, 1,000,000 with
+ * disarms and pushes while a large slot is cascaded; destroys while a
+ * backlog is fired in batches; fork with many sources armed. Sizes: 100,000 by default, 1,000,000 with
  * CANCEL_LONG_TESTS=1.
  */
 /* ctest: TIMING TIMEOUT 300 LABELS timer */
@@ -616,6 +616,140 @@ disarms_and_pushes_while_a_large_slot_cascades(void **state)
 }
 
 /* ------------------------------------------------------------------ */
+/* A backlog fired in batches                                         */
+/* ------------------------------------------------------------------ */
+
+#define BACKLOG_N 5000
+/* Ranks of fires the hook holds: the first (a backlog piles up behind
+ * it), then one inside the first batch taken from that backlog. */
+#define BACKLOG_HOLD2 10
+
+static int backlog_fires;   /* fires started (hook calls before cancel) */
+static int backlog_held[2]; /* the hook holds the library thread */
+static int backlog_go[2];   /* the test has done its part */
+
+static void
+backlog_hook(bool after)
+{
+	if (after)
+		return;
+	int k = __atomic_fetch_add(&backlog_fires, 1, __ATOMIC_RELAXED);
+	int h = k == 0 ? 0 : k == BACKLOG_HOLD2 ? 1 : -1;
+	if (h < 0)
+		return;
+	tu_signal(&backlog_held[h]);
+	tu_await(&backlog_go[h]);
+}
+
+/*
+ * The library thread takes due entries off the wheel a batch at a time
+ * and fires them before it takes more (libthread.c wheel_advance,
+ * W_DUE_BATCH). 5,000 deadlines 4 us apart (each its own level-0 slot,
+ * ranks shuffled over the items) all pass while the fire hook holds the
+ * thread in the first one. Then it is held again inside the first
+ * batch: some entries are claimed and wait on the due list, most are
+ * still on the wheel. This thread destroys every third one not yet
+ * fired, poisoning it at once. Destroyed ones must never fire nor be
+ * written; every other one fires once, not early, in rank order.
+ */
+static void
+a_backlog_fires_in_batches_in_order_and_destroys_between_stick(void **state)
+{
+	(void)state;
+	const size_t n = BACKLOG_N;
+	uint64_t x = tu_seed("backlog") | 1u;
+	size_t *rank = malloc(n * sizeof(*rank));
+	assert_non_null(rank);
+	for (size_t i = 0; i < n; i++)
+		rank[i] = i;
+	for (size_t i = n - 1; i > 0; i--) {
+		size_t j = xorshift(&x) % (i + 1), t = rank[i];
+		rank[i] = rank[j];
+		rank[j] = t;
+	}
+
+	items_new(n);
+	__atomic_store_n(&backlog_fires, 0, __ATOMIC_RELAXED);
+	for (int h = 0; h < 2; h++) {
+		__atomic_store_n(&backlog_held[h], 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&backlog_go[h], 0, __ATOMIC_RELAXED);
+	}
+	cancel__test_fire_hook(backlog_hook);
+
+	uint64_t base = tu_now_ns() + 200 * MS, last = 0;
+	for (size_t i = 0; i < n; i++) {
+		items[i].deadline = base + rank[i] * 4 * US;
+		if (items[i].deadline > last)
+			last = items[i].deadline;
+		struct timespec dl = ts_of(items[i].deadline);
+		assert_int_equal(cancel_source_cancel_at(&items[i].src, &dl),
+		                 0);
+	}
+	bool in_time = tu_now_ns() < base;
+
+	/* Held in the first fire until every deadline has passed. */
+	tu_await(&backlog_held[0]);
+	while (tu_now_ns() < last + 2 * MS)
+		sched_yield();
+	tu_signal(&backlog_go[0]);
+	tu_await(&backlog_held[1]);
+
+	/* Held before the cancel of rank BACKLOG_HOLD2: ranks up to it
+	 * started, the rest wait (claimed or not). Leave a margin of two
+	 * ranks for fires whose deadlines share a tick (none here). */
+	size_t fired_before = __atomic_load_n(&norder, __ATOMIC_ACQUIRE);
+	size_t destroyed = 0;
+	int bad = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (rank[i] < BACKLOG_HOLD2 + 2 || rank[i] % 3 != 0)
+			continue;
+		cancel_callback_unregister(&items[i].cb);
+		bad |= cancel_source_destroy(&items[i].src);
+		tu_poison(&items[i].src, sizeof(items[i].src));
+		tu_poison(&items[i].cb, sizeof(items[i].cb));
+		destroyed++;
+	}
+	tu_signal(&backlog_go[1]);
+	cancel__test_fire_hook(NULL);
+	assert_int_equal(bad, 0);
+	assert_int_equal(fired_before, BACKLOG_HOLD2);
+
+	size_t live = n - destroyed;
+	assert_true(await_fired(live, 120 * SEC) == live);
+	for (size_t i = 0; i < n; i++) {
+		if (rank[i] >= BACKLOG_HOLD2 + 2 && rank[i] % 3 == 0) {
+			assert_true(tu_poisoned(&items[i].src,
+			                        sizeof(items[i].src)));
+			assert_true(tu_poisoned(&items[i].cb,
+			                        sizeof(items[i].cb)));
+			continue;
+		}
+		assert_int_equal(items[i].fired, 1);
+		assert_true(items[i].fired_at >= items[i].deadline);
+	}
+	assert_int_equal(__atomic_load_n(&norder, __ATOMIC_ACQUIRE), live);
+	if (in_time) {
+		for (size_t k = 1; k < live; k++)
+			assert_true(rank[order[k - 1]] < rank[order[k]]);
+	} else {
+		fprintf(stderr, "arming took past the first deadline: order "
+		                "not checked\n");
+	}
+	/* items_free_step would unregister the destroyed ones again. */
+	for (size_t i = 0; i < n; i++) {
+		if (rank[i] >= BACKLOG_HOLD2 + 2 && rank[i] % 3 == 0)
+			continue;
+		cancel_callback_unregister(&items[i].cb);
+		assert_int_equal(cancel_source_destroy(&items[i].src), 0);
+	}
+	free(items);
+	free(order);
+	items = NULL;
+	order = NULL;
+	free(rank);
+}
+
+/* ------------------------------------------------------------------ */
 /* fork()                                                             */
 /* ------------------------------------------------------------------ */
 
@@ -715,6 +849,7 @@ main(void)
 		T(deadlines_on_level_boundaries_fire_once_not_early),
 		T(destroy_and_rearm_race_expiry_on_heap_sources),
 		T(disarms_and_pushes_while_a_large_slot_cascades),
+		T(a_backlog_fires_in_batches_in_order_and_destroys_between_stick),
 		T(fork_with_many_armed_fires_none_in_child),
 	};
 #undef T
