@@ -404,9 +404,10 @@ CANCEL_API bool cancel_source_cancel_with(struct cancel_source *src,
  * early, then looks again at a finer level. Lateness is the wake-up
  * latency of the thread's last sleep (close to a raw clock_nanosleep():
  * bench/bench_timer.c), plus the run time of callbacks firing ahead of it,
- * plus, for deadlines falling due together, about 0.3-0.5 us per source
- * ahead of it (bench_timer's burst of 1,000,000, each callback writing
- * one random slot).
+ * plus, for deadlines falling due together, about 0.2-0.4 us per source
+ * ahead of it (bench_timer's burst of 1,000,000, each callback appending
+ * one record to a log; a callback that touches cold memory adds its own
+ * misses).
  * Sources due together fire in deadline order (exactly; the documented
  * bound is one level-0 slot, 1.024 us). Arming, re-arming and disarming
  * cost O(1) at any number of armed sources; pushing an armed deadline
