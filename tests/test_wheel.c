@@ -107,12 +107,14 @@ items_new(size_t n)
 	}
 }
 
-/* Unregister and destroy items 0, @step, 2 * @step... (the others were
- * already), then free them all. */
+/* Unregister and destroy the items @gone (NULL: none) does not name
+ * (those were already), then free them all. */
 static void
-items_free_step(size_t n, size_t step)
+items_free_live(size_t n, bool (*gone)(size_t i))
 {
-	for (size_t i = 0; i < n; i += step) {
+	for (size_t i = 0; i < n; i++) {
+		if (gone != NULL && gone(i))
+			continue;
 		cancel_callback_unregister(&items[i].cb);
 		assert_int_equal(cancel_source_destroy(&items[i].src), 0);
 	}
@@ -125,7 +127,7 @@ items_free_step(size_t n, size_t step)
 static void
 items_free(size_t n)
 {
-	items_free_step(n, 1);
+	items_free_live(n, NULL);
 }
 
 /* Wait until @n callbacks ran, or @timeout_ns passed; the count. */
@@ -139,6 +141,29 @@ await_fired(size_t n, uint64_t timeout_ns)
 	       tu_now_ns() < end)
 		tu_nap();
 	return got;
+}
+
+/*
+ * Once @live callbacks ran: each item @gone names was destroyed and
+ * poisoned mid-run and must be untouched; every other one fired once,
+ * not before its deadline; nothing else fired.
+ */
+static void
+items_check_live(size_t n, bool (*gone)(size_t i), size_t live)
+{
+	assert_true(await_fired(live, 120 * SEC) == live);
+	for (size_t i = 0; i < n; i++) {
+		if (gone(i)) {
+			assert_true(tu_poisoned(&items[i].src,
+			                        sizeof(items[i].src)));
+			assert_true(tu_poisoned(&items[i].cb,
+			                        sizeof(items[i].cb)));
+			continue;
+		}
+		assert_int_equal(items[i].fired, 1);
+		assert_true(items[i].fired_at >= items[i].deadline);
+	}
+	assert_int_equal(__atomic_load_n(&norder, __ATOMIC_ACQUIRE), live);
 }
 
 /* ------------------------------------------------------------------ */
@@ -506,6 +531,13 @@ static int cascade_once;   /* the hook has not acted yet */
 static int cascade_paused; /* the library thread waits in the hook */
 static int cascade_resume; /* the test has done its part */
 
+/* The entries the cascade test destroys: three in four. */
+static bool
+cascade_gone(size_t i)
+{
+	return i % 4 != 0;
+}
+
 /* On the library thread, lt_mu dropped, between two batches of one
  * cascade: the first time, let the test thread act, and wait for it. */
 static void
@@ -564,7 +596,7 @@ disarms_and_pushes_while_a_large_slot_cascades(void **state)
 	int bad = 0;
 	if (paused) {
 		for (size_t i = 0; i < n; i++) {
-			if (i % 4 != 0) {
+			if (cascade_gone(i)) {
 				cancel_callback_unregister(&items[i].cb);
 				bad |= cancel_source_destroy(&items[i].src);
 				tu_poison(&items[i].src,
@@ -591,19 +623,7 @@ disarms_and_pushes_while_a_large_slot_cascades(void **state)
 	        destroyed, pushed);
 
 	size_t live = n - destroyed;
-	assert_true(await_fired(live, 120 * SEC) == live);
-	for (size_t i = 0; i < n; i++) {
-		if (i % 4 != 0) {
-			assert_true(tu_poisoned(&items[i].src,
-			                        sizeof(items[i].src)));
-			assert_true(tu_poisoned(&items[i].cb,
-			                        sizeof(items[i].cb)));
-			continue;
-		}
-		assert_int_equal(items[i].fired, 1);
-		assert_true(items[i].fired_at >= items[i].deadline);
-	}
-	assert_int_equal(__atomic_load_n(&norder, __ATOMIC_ACQUIRE), live);
+	items_check_live(n, cascade_gone, live);
 	if (in_time) {
 		for (size_t k = 1; k < live; k++)
 			assert_true(items[order[k - 1]].deadline <=
@@ -612,7 +632,7 @@ disarms_and_pushes_while_a_large_slot_cascades(void **state)
 		fprintf(stderr, "arming took past the first deadline: order "
 		                "not checked\n");
 	}
-	items_free_step(n, 4);
+	items_free_live(n, cascade_gone);
 }
 
 /* ------------------------------------------------------------------ */
@@ -624,6 +644,7 @@ disarms_and_pushes_while_a_large_slot_cascades(void **state)
  * it), then one inside the first batch taken from that backlog. */
 #define BACKLOG_HOLD2 10
 
+static size_t *backlog_rank; /* per item: its place in deadline order */
 static int backlog_fires;   /* fires started (hook calls before cancel) */
 static int backlog_held[2]; /* the hook holds the library thread */
 static int backlog_go[2];   /* the test has done its part */
@@ -639,6 +660,14 @@ backlog_hook(bool after)
 		return;
 	tu_signal(&backlog_held[h]);
 	tu_await(&backlog_go[h]);
+}
+
+/* The entries the backlog test destroys: every third not yet fired. */
+static bool
+backlog_gone(size_t i)
+{
+	size_t r = backlog_rank[i];
+	return r >= BACKLOG_HOLD2 + 2 && r % 3 == 0;
 }
 
 /*
@@ -660,6 +689,7 @@ a_backlog_fires_in_batches_in_order_and_destroys_between_stick(void **state)
 	uint64_t x = tu_seed("backlog") | 1u;
 	size_t *rank = malloc(n * sizeof(*rank));
 	assert_non_null(rank);
+	backlog_rank = rank;
 	for (size_t i = 0; i < n; i++)
 		rank[i] = i;
 	for (size_t i = n - 1; i > 0; i--) {
@@ -701,7 +731,7 @@ a_backlog_fires_in_batches_in_order_and_destroys_between_stick(void **state)
 	size_t destroyed = 0;
 	int bad = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (rank[i] < BACKLOG_HOLD2 + 2 || rank[i] % 3 != 0)
+		if (!backlog_gone(i))
 			continue;
 		cancel_callback_unregister(&items[i].cb);
 		bad |= cancel_source_destroy(&items[i].src);
@@ -715,19 +745,7 @@ a_backlog_fires_in_batches_in_order_and_destroys_between_stick(void **state)
 	assert_int_equal(fired_before, BACKLOG_HOLD2);
 
 	size_t live = n - destroyed;
-	assert_true(await_fired(live, 120 * SEC) == live);
-	for (size_t i = 0; i < n; i++) {
-		if (rank[i] >= BACKLOG_HOLD2 + 2 && rank[i] % 3 == 0) {
-			assert_true(tu_poisoned(&items[i].src,
-			                        sizeof(items[i].src)));
-			assert_true(tu_poisoned(&items[i].cb,
-			                        sizeof(items[i].cb)));
-			continue;
-		}
-		assert_int_equal(items[i].fired, 1);
-		assert_true(items[i].fired_at >= items[i].deadline);
-	}
-	assert_int_equal(__atomic_load_n(&norder, __ATOMIC_ACQUIRE), live);
+	items_check_live(n, backlog_gone, live);
 	if (in_time) {
 		for (size_t k = 1; k < live; k++)
 			assert_true(rank[order[k - 1]] < rank[order[k]]);
@@ -735,17 +753,8 @@ a_backlog_fires_in_batches_in_order_and_destroys_between_stick(void **state)
 		fprintf(stderr, "arming took past the first deadline: order "
 		                "not checked\n");
 	}
-	/* items_free_step would unregister the destroyed ones again. */
-	for (size_t i = 0; i < n; i++) {
-		if (rank[i] >= BACKLOG_HOLD2 + 2 && rank[i] % 3 == 0)
-			continue;
-		cancel_callback_unregister(&items[i].cb);
-		assert_int_equal(cancel_source_destroy(&items[i].src), 0);
-	}
-	free(items);
-	free(order);
-	items = NULL;
-	order = NULL;
+	items_free_live(n, backlog_gone);
+	backlog_rank = NULL;
 	free(rank);
 }
 
