@@ -232,9 +232,9 @@ static struct cancel_source *sig_head;
 /* Cascading drops w_mu after this many entries, so arms wait briefly. */
 #define W_BATCH 256u
 /*
- * wheel_advance() stops claiming due entries once it has this many (at a
- * level-0 slot's start) and lets run_timers() fire them before it takes
- * more. Claimed entries are prefetched whole, and a fire soon after finds
+ * wheel_advance() stops claiming due entries once it has this many (before
+ * its next slot: a slot is always taken whole) and lets run_timers() fire
+ * them before it takes more. Claimed entries are prefetched whole, and a fire soon after finds
  * them in the cache; a backlog claimed in one go (a burst of 1,000,000
  * deadlines: hundreds of thousands at once) was evicted again before its
  * fires came, so each source cost two misses (bench/README.md, "Timer at
@@ -416,10 +416,10 @@ claim_due(struct cancel_source *s, uint64_t now)
 
 /*
  * Move the entries whose exact deadline is at or before @now to the due
- * list, earliest tick first: all of them, or only the first W_DUE_BATCH
- * or a few more (it stops where a level-0 slot starts); run_timers()
- * calls again once it has fired those, and the rest stays on the wheel,
- * where arms and disarms find it as always. May drop w_mu for a moment
+ * list, earliest tick first: all of them, or the first whole slots' worth
+ * that reaches W_DUE_BATCH; run_timers() calls again once it has fired
+ * those, and the rest stays on the wheel, where arms and disarms find it
+ * as always. May drop w_mu for a moment
  * while cascading a large slot (arms and disarms meanwhile see a
  * consistent wheel: the rest of the slot waits on pend_head).
  */
@@ -432,7 +432,7 @@ wheel_advance(uint64_t now)
 
 	unsigned claimed = 0;
 	while (wheel_first(&lv, &sl, &start) && start <= nt) {
-		if (lv == 0 && claimed >= W_DUE_BATCH)
+		if (claimed >= W_DUE_BATCH)
 			return; /* fire these first (W_DUE_BATCH) */
 		struct cancel_source **lanes = wheel[lv][sl];
 		w_elapsed = start;
