@@ -97,9 +97,10 @@
  *     cancel's message, origin and time.
  *     Every cancel that wins reads CLOCK_MONOTONIC once for the cause's
  *     time (a linked child copies its parent's, so a chain reads it once):
- *     about 20 ns on the benchmark VM, the one cost causes add (a cancel
- *     that finds its source already canceled, is_canceled, register,
- *     unregister, init and destroy are unchanged).
+ *     20-30 ns on the benchmark VM (bench_core's "cancel, 1 callback":
+ *     54-65 ns, 29-33 ns with that read taken out, alternated), the one
+ *     cost causes add (a cancel that finds its source already canceled,
+ *     is_canceled, register, unregister, init and destroy are unchanged).
  *   - Portable ("pthread") wait backend only: cancel_source_cancel_from_signal()
  *     cannot wake threads blocked in cancel_wait()/cancel_sleep() from
  *     inside the handler (no async-signal-safe condvar exists); the library
