@@ -529,8 +529,9 @@ burst_lib(struct burst *b, size_t n, uint64_t *x)
 	if (s == NULL || cb == NULL || dl == NULL || at == NULL ||
 	    burst_log == NULL)
 		goto out;
-	/* Touch the log's pages now, not in the callbacks. */
-	memset(burst_log, 0, n * sizeof(*burst_log));
+	/* Touch the log's pages now, not in the callbacks (not with zeros:
+	 * the compiler may turn malloc + memset 0 into calloc). */
+	memset(burst_log, 0xff, n * sizeof(*burst_log));
 	for (size_t i = 0; i < n; i++)
 		cancel_callback_register(&cb[i], burst_fn, (void *)(uintptr_t)i,
 		                         cancel_source_token(&s[i]));
@@ -604,7 +605,7 @@ burst_heap(struct burst *b, size_t n, uint64_t *x)
 	b->ok = false;
 	if (s == NULL || dl == NULL || at == NULL || log == NULL)
 		goto out;
-	memset(log, 0, n * sizeof(*log));
+	memset(log, 0xff, n * sizeof(*log)); /* as burst_lib's */
 	burst_deadlines(dl, n, x);
 	for (size_t i = 0; i < n; i++)
 		h_arm(&s[i], dl[i]);
