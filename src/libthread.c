@@ -60,11 +60,10 @@
  * fork(): the prepare handler takes lt_mu and w_mu and the parent handler
  * releases them, so no other thread holds them at the fork; the child
  * handler resets everything, then releases them: no thread, fresh
- * condvar, empty wheel,
- * queue and signal list, wake descriptor closed. A new generation number
- * makes sources armed before the fork read as not armed, so their
- * deadlines never fire in the child and disarming them is safe. The thread
- * restarts on demand.
+ * condvar, empty wheel, queue and signal list, wake descriptor closed. A
+ * new generation number makes sources armed before the fork read as not
+ * armed, so their deadlines never fire in the child and disarming them is
+ * safe. The thread restarts on demand.
  */
 #include "internal.h"
 #include "atomic.h"
@@ -234,11 +233,11 @@ static struct cancel_source *sig_head;
 /*
  * wheel_advance() stops claiming due entries once it has this many (before
  * its next slot: a slot is always taken whole) and lets run_timers() fire
- * them before it takes more. Claimed entries are prefetched whole, and a fire soon after finds
- * them in the cache; a backlog claimed in one go (a burst of 1,000,000
- * deadlines: hundreds of thousands at once) was evicted again before its
- * fires came, so each source cost two misses (bench/README.md, "Timer at
- * scale"). 16 to 256 measured alike.
+ * them before it takes more. Claimed entries are prefetched whole, and a
+ * fire soon after finds them in the cache; a backlog claimed in one go (a
+ * burst of 1,000,000 deadlines: hundreds of thousands at once) was
+ * evicted again before its fires came, so each source cost two misses
+ * (bench/README.md, "Timer at scale"). 16 to 256 measured alike.
  */
 #define W_DUE_BATCH 64u
 
@@ -419,9 +418,9 @@ claim_due(struct cancel_source *s, uint64_t now)
  * list, earliest tick first: all of them, or the first whole slots' worth
  * that reaches W_DUE_BATCH; run_timers() calls again once it has fired
  * those, and the rest stays on the wheel, where arms and disarms find it
- * as always. May drop w_mu for a moment
- * while cascading a large slot (arms and disarms meanwhile see a
- * consistent wheel: the rest of the slot waits on pend_head).
+ * as always. May drop w_mu for a moment while cascading a large slot
+ * (arms and disarms meanwhile see a consistent wheel: the rest of the
+ * slot waits on pend_head).
  */
 static void
 wheel_advance(uint64_t now)

@@ -5,8 +5,8 @@
  * saturated tv_sec 2e10) and deadlines on every level's slot boundary;
  * disarm and re-arm racing the expiry on heap sources freed at once;
  * disarms and pushes while a large slot is cascaded; destroys while a
- * backlog is fired in batches; fork with many sources armed. Sizes: 100,000 by default, 1,000,000 with
- * CANCEL_LONG_TESTS=1.
+ * backlog is fired in batches; fork with many sources armed. Sizes:
+ * 100,000 by default, 1,000,000 with CANCEL_LONG_TESTS=1.
  */
 /* ctest: TIMING TIMEOUT 300 LABELS timer */
 #include <stdarg.h>
