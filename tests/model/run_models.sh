@@ -238,6 +238,25 @@ check watch safety ok -DSELF
 check watch_broken_unlocked_collect safety 'assertion violated  !(w_freed)'
 check watch_broken_no_firing_wait safety 'assertion violated  !(src_freed)'
 
+# hang-up watches: a waiter polling the watched descriptor itself, racing
+# stop, the library thread and a hang-up (src/watch.c cancel__watch_wait)
+check watch_poller safety ok
+check watch_poller safety ok -DREGISTRAR
+check watch_poller safety ok -DREGISTRAR -DCANCEL -DDEADLINE
+check watch_poller safety ok -DSETTLE -DDEADLINE
+check watch_poller safety ok -DSETTLE -DREGISTRAR
+check watch_poller safety ok -DSETTLE -DREGISTRAR -DCANCEL -DDEADLINE
+check watch_poller safety ok -DSHARED_CV -DREGISTRAR -DCANCEL -DDEADLINE
+check watch_poller_broken_no_evict safety 'assertion violated (conn==1)'
+check watch_poller_broken_no_recheck safety 'assertion violated ( !(removed)|| !(wcanceled))'
+check watch_poller_broken_run_callbacks safety 'assertion violated (cb_runner!=1)'
+check watch_poller_broken_no_resume safety 'assertion violated ( !(hup1)||canceled)'
+check watch_poller_flaw_second_waiter safety 'invalid end state'
+check watch_poller_flaw_second_waiter safety 'assertion violated ( !(removed)|| !(wcanceled))' -DSHARED_CV
+check watch_poller_flaw_second_waiter safety ok -DUNLINK_FIRST
+check watch_poller_flaw_second_waiter safety ok -DUNLINK_FIRST -DREGISTRAR -DCANCEL -DDEADLINE
+check watch_poller_flaw_second_waiter safety ok -DUNLINK_FIRST -DSHARED_CV
+
 # lifetime: the users count, destroy and poisoning (issue 12; src/source.c,
 # callback.c, wrap_io.c, wrap_cond.c, libthread.c). touch(role) asserts
 # "!freed || role", so the expected text names the thread that touched
