@@ -47,6 +47,9 @@
  *   bit 4   FD        the source's fd exists (fd_/wfd_ are published).
  *   bit 5   DWAIT     destroy() is parked on the low word waiting for DONE
  *                     or for the waiter count to reach zero.
+ *   bit 6   WATCHED   a hang-up watch on this source is ACTIVE (set and
+ *                     cleared under the watch lock; a waiter reads it as a
+ *                     hint to look for a descriptor to poll itself).
  *   bits 8-31         number of threads inside a wait on this source.
  *   bits 32-62        the reason (positive), valid once CANCELED is set.
  */
@@ -55,6 +58,7 @@
 #define CANCEL__S_SIGNAL 0x8u
 #define CANCEL__S_FD 0x10u
 #define CANCEL__S_DWAIT 0x20u
+#define CANCEL__S_WATCHED 0x40u
 #define CANCEL__S_WAITER 0x100u
 #define CANCEL__S_WAITER_MASK 0xffffff00u
 #define CANCEL__S_REASON_SHIFT 32
@@ -109,6 +113,13 @@ struct cancel__cause {
 CANCEL_HIDDEN bool cancel__begin(struct cancel_source *src, int reason,
                                  bool from_signal, const char *msg,
                                  const struct cancel_source *parent);
+/*
+ * cancel__begin for a waiter that saw its watch's hang-up (watch.c), under
+ * the watch lock: it is itself counted as a waiter but not parked (the
+ * futex is woken only for others) and wakes the other pollers itself.
+ */
+CANCEL_HIDDEN bool cancel__begin_polled(struct cancel_source *src, int reason,
+                                        const char *msg);
 
 /*
  * Cancel @src with @reason (<= 0: ECANCELED) and the message @msg (static
@@ -189,6 +200,26 @@ CANCEL_HIDDEN extern uint32_t cancel__fork_gen;
 CANCEL_HIDDEN void cancel__source_fd_close(struct cancel_source *src);
 
 /* ------------------------------------------------------------------ */
+/* watch.c: a waiter that watches a hang-up itself                    */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Called by a wait on @src (counted as a waiter, not canceled) that saw
+ * CANCEL__S_WATCHED: if an ACTIVE watch on @src can be taken over, poll
+ * its descriptor on this thread until a hang-up, a cancel, an eviction by
+ * cancel_watch_stop() or the absolute deadline @dl, and return true; the
+ * caller rechecks the state and the clock. False: nothing was taken over
+ * (park as usual). See watch.c, "A waiter watches for itself".
+ */
+CANCEL_HIDDEN bool cancel__watch_wait(struct cancel_source *src, uint64_t dl);
+/*
+ * Wake the waiters that poll a watch of @src (cancel__begin, after its CAS
+ * saw WATCHED; not from a signal handler: the library thread's deferred
+ * finish calls it then). Takes the watch lock.
+ */
+CANCEL_HIDDEN void cancel__watch_wake(struct cancel_source *src);
+
+/* ------------------------------------------------------------------ */
 /* libthread.c: the library thread, timer and deferred work           */
 /* ------------------------------------------------------------------ */
 
@@ -263,6 +294,12 @@ CANCEL_HIDDEN void cancel__live_fd(int delta);
  */
 CANCEL_HIDDEN void cancel__test_fail_alloc(long k);
 CANCEL_HIDDEN void cancel__test_fail_alloc_errno(int e);
+/*
+ * cancel__test_fail_watch_resume(k): the k-th time from now that a waiter
+ * puts a watch it polled back into the kernel object, that fails with
+ * ENOMEM (0: never).
+ */
+CANCEL_HIDDEN void cancel__test_fail_watch_resume(long k);
 CANCEL_HIDDEN long cancel__test_live_objects(void);
 CANCEL_HIDDEN long cancel__test_alloc_count(void);
 

@@ -132,9 +132,10 @@ cancel__cause_get(const struct cancel_source *src, struct cancel__cause *c)
 	c->when = ld_relaxed(&src->cause_when_);
 }
 
-bool
-cancel__begin(struct cancel_source *src, int reason, bool from_signal,
-              const char *msg, const struct cancel_source *parent)
+/* cancel__begin's body; @polled: see cancel__begin_polled. */
+static inline bool
+begin(struct cancel_source *src, int reason, bool from_signal,
+      const char *msg, const struct cancel_source *parent, bool polled)
 {
 	uint64_t s = ld_relaxed(&src->state_);
 	if (s & CANCEL__S_CANCELED)
@@ -170,12 +171,31 @@ cancel__begin(struct cancel_source *src, int reason, bool from_signal,
 	 * with nobody parked would only delay it (measured: ~1.3 us). */
 	if (s & CANCEL__S_FD)
 		cancel__source_fd_signal(src);
-	if (cancel__state_waiters(s) != 0 &&
+	/* A polling waiter that cancels is counted but not parked. */
+	if (cancel__state_waiters(s) > (polled ? 1u : 0u) &&
 	    (!from_signal || cancel__unpark_signal_safe))
 		cancel__unpark_all(cancel__state_word(src));
+	/* Waiters polling a watched descriptor sleep in ppoll, not on the
+	 * word: wake them (a handler cannot take the lock: the deferred
+	 * finish does it, cancel__signal_finish). */
+	if ((s & CANCEL__S_WATCHED) && !from_signal && !polled)
+		cancel__watch_wake(src);
 	if (from_signal)
 		cancel__signal_post(src);
 	return true;
+}
+
+bool
+cancel__begin(struct cancel_source *src, int reason, bool from_signal,
+              const char *msg, const struct cancel_source *parent)
+{
+	return begin(src, reason, from_signal, msg, parent, false);
+}
+
+bool
+cancel__begin_polled(struct cancel_source *src, int reason, const char *msg)
+{
+	return begin(src, reason, false, msg, NULL, true);
 }
 
 static void drain_queue(void);
@@ -355,6 +375,8 @@ cancel__signal_finish(struct cancel_source *src)
 	uint64_t s = ld_acquire(&src->state_);
 	if (!cancel__unpark_signal_safe && cancel__state_waiters(s) != 0)
 		cancel__unpark_all(cancel__state_word(src));
+	if (s & CANCEL__S_WATCHED)
+		cancel__watch_wake(src);
 	cancel__finish(src);
 }
 

@@ -36,6 +36,37 @@
  *     watch after the cancel, nor the source (the watch held it: destroy
  *     returned EBUSY until the stop).
  *
+ * A waiter watches for itself. A hang-up that wakes the library thread
+ * and then, through the source, a thread in cancel_wait() costs two
+ * wake-ups, and the second is the larger (measured: 2x one). So a wait on
+ * a source whose callback list is empty (nothing the library thread would
+ * have to run) takes the watch over (cancel__watch_wait): under the lock
+ * it takes the watch out of the kernel object (cancel__wb_suspend), marks
+ * it POLLED and hangs a poller node on `pollers`; then it sleeps in
+ * ppoll() on the watched descriptor, the source's descriptor (any cancel
+ * signals it) and a private wake-up descriptor of its own. The library
+ * thread is not woken by that hang-up at all. On waking, under the lock:
+ *   - evicted (a stop took the watch): let go, touch nothing;
+ *   - a hang-up: under the source's lock, where register checks CANCELED,
+ *     the list still empty: cancel the source here (begin, and a finish
+ *     that has nothing to run), FIRED. A callback registered since: hand
+ *     the watch to the loop (PENDING, kick), which fires it as usual, so
+ *     callbacks always run on the library thread. Already canceled:
+ *     FIRED, as the loop would have marked it;
+ *   - anything else (a cancel, the deadline): put the watch back in the
+ *     kernel object (cancel__wb_resume; a hang-up meanwhile is reported at
+ *     once). If the kernel refuses (ENOMEM, ENOSPC), the watch is never
+ *     left unwatched: it fires on the loop with reason ENOMEM.
+ * A stop of a POLLED watch sets the node's `evicted`, writes the waiter's
+ * private descriptor and waits (watch_cv) until the waiter has let go, so
+ * after stop returns no thread polls the descriptor number any more (the
+ * caller closes it, and the number may name another connection next) and
+ * none holds a reference to its file. tests/model/watch_poller.pml.
+ * Only one waiter polls a watch; others park on the source as usual. The
+ * ACTIVE watches are found by source in `act`, a fixed hash table
+ * (through next_/prev_, which the pending list uses only once a watch
+ * left ACTIVE), and the source's WATCHED bit says that one exists.
+ *
  * Lifetime of the source: an active watch (fired or not) counts as a child
  * of its source (children_, under the source's lock), so destroy returns
  * EBUSY until cancel_watch_stop().
@@ -51,7 +82,13 @@
 #include "atomic.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+
+#ifndef POLLRDHUP
+#define POLLRDHUP 0
+#endif
 
 pthread_mutex_t cancel__watch_mu = PTHREAD_MUTEX_INITIALIZER;
 /* Announces the end of a firing (stop waits on it, untimed). */
@@ -66,6 +103,54 @@ static uint32_t watch_gen;
 static uint32_t last_stamp;
 /* On the library thread, inside a watch's cancel: that watch. */
 static _Thread_local struct cancel_watch *dispatching;
+
+/* Under the lock: the ACTIVE watches, chained by source (next_/prev_). */
+#define ACT_BITS 12
+static struct cancel_watch *act[1u << ACT_BITS];
+
+/*
+ * Each thread that polled a watch keeps a private wake-up descriptor until
+ * it exits (closing it on every wait's way out cost 2 us of the 10 us a
+ * hang-up takes to reach the waiter). Linked on `wakes` for the fork
+ * child, which closes the other threads' copies.
+ */
+struct twake {
+	int rfd;
+	int wfd;
+	bool linked;
+	struct twake *next;
+	struct twake *prev;
+};
+static _Thread_local struct twake my_wake = {-1, -1, false, NULL, NULL};
+/* Under the lock. */
+static struct twake *wakes;
+static pthread_key_t wake_key;
+static bool wake_key_ok;
+static pthread_once_t wake_once = PTHREAD_ONCE_INIT;
+
+/* A waiter polling a watch's descriptor (on that waiter's stack). */
+struct poller {
+	struct poller *next;
+	struct cancel_watch *w;
+	struct cancel_source *src;
+	int wfd;       /* its thread's wake-up descriptor, write end */
+	bool evicted;  /* a stop took the watch (under the lock) */
+	bool signaled; /* its descriptor was written (under the lock) */
+};
+/* Under the lock: every poller. */
+static struct poller *pollers;
+
+/* Under the lock: wake @p (once per poll). */
+static void
+poller_signal(struct poller *p)
+{
+	if (!p->signaled) {
+		p->signaled = true;
+		cancel__wakefd_signal(p->wfd);
+	}
+}
+/* Under the lock: cancel__test_fail_watch_resume's countdown. */
+static long fail_resume;
 
 /*
  * Hold @src for a watch: it counts as a child, so destroy returns EBUSY
@@ -97,11 +182,53 @@ pend_unlink(struct cancel_watch *w)
 	w->next_ = w->prev_ = NULL;
 }
 
+static size_t
+act_slot(const struct cancel_source *src)
+{
+	uint64_t h = (uint64_t)(uintptr_t)src * 0x9e3779b97f4a7c15ull;
+	return (size_t)(h >> (64 - ACT_BITS));
+}
+
+/* An ACTIVE @w enters the table; its source shows WATCHED. */
+static void
+act_link(struct cancel_watch *w)
+{
+	struct cancel_watch **head = &act[act_slot(w->src_)];
+	w->prev_ = NULL;
+	w->next_ = *head;
+	if (*head != NULL)
+		(*head)->prev_ = w;
+	*head = w;
+	/* Acq_rel like every read-modify-write of the state word; a waiter
+	 * reads the bit only as a hint and looks here under the lock. */
+	fetch_or_acq_rel(&w->src_->state_, (uint64_t)CANCEL__S_WATCHED);
+}
+
+/* @w leaves ACTIVE: out of the table; WATCHED goes with the source's last
+ * ACTIVE watch. */
+static void
+act_unlink(struct cancel_watch *w)
+{
+	size_t k = act_slot(w->src_);
+	if (w->prev_ != NULL)
+		w->prev_->next_ = w->next_;
+	else
+		act[k] = w->next_;
+	if (w->next_ != NULL)
+		w->next_->prev_ = w->prev_;
+	w->next_ = w->prev_ = NULL;
+	for (struct cancel_watch *o = act[k]; o != NULL; o = o->next_)
+		if (o->src_ == w->src_)
+			return;
+	fetch_and_acq_rel(&w->src_->state_, ~(uint64_t)CANCEL__S_WATCHED);
+}
+
 void
 cancel__watch_pend(struct cancel_watch *w)
 {
 	if (ld_relaxed(&w->state_) != CANCEL__W_ACTIVE)
 		return;
+	act_unlink(w);
 	st_relaxed(&w->state_, CANCEL__W_PENDING);
 	w->next_ = NULL;
 	w->prev_ = pend_tail;
@@ -148,6 +275,8 @@ cancel_watch_hangup(struct cancel_watch *w, int fd, unsigned flags,
 	if (rc != 0) {
 		w->src_ = NULL;
 		st_relaxed(&w->state_, CANCEL__W_IDLE);
+	} else {
+		act_link(w);
 	}
 	pthread_mutex_unlock(&cancel__watch_mu);
 	if (rc != 0)
@@ -174,9 +303,22 @@ cancel_watch_stop(struct cancel_watch *w)
 	struct cancel_source *src = w->src_;
 	if (st != CANCEL__W_IDLE &&
 	    ld_relaxed(&w->gen_) == ld_relaxed(&watch_gen)) {
+		if (w->flags_ & CANCEL__WF_POLLED) {
+			/* A waiter polls fd: make it let go before the caller
+			 * closes fd (it leaves the state as it was). */
+			struct poller *p = pollers;
+			while (p->w != w)
+				p = p->next;
+			p->evicted = true;
+			poller_signal(p);
+			while (w->flags_ & CANCEL__WF_POLLED)
+				pthread_cond_wait(&watch_cv, &cancel__watch_mu);
+		}
 		/* Before the caller closes fd: out of the kernel object. */
 		cancel__wb_del(w);
-		if (st == CANCEL__W_PENDING)
+		if (st == CANCEL__W_ACTIVE)
+			act_unlink(w);
+		else if (st == CANCEL__W_PENDING)
 			pend_unlink(w); /* reported, but it never fires */
 		/* Its cancel runs: wait, unless we are inside it. */
 		while (firing == w && dispatching != w)
@@ -191,6 +333,238 @@ cancel_watch_stop(struct cancel_watch *w)
 	pthread_setcancelstate(cs, NULL);
 	CANCEL_ERRNO_RESTORE();
 	return st == CANCEL__W_ACTIVE || st == CANCEL__W_PENDING;
+}
+
+/* ------------------------------------------------------------------ */
+/* A waiter watches for itself (see the top)                          */
+/* ------------------------------------------------------------------ */
+
+/* Under the lock: wake every poller of @src but @except. */
+static void
+wake_locked(struct cancel_source *src, const struct poller *except)
+{
+	for (struct poller *p = pollers; p != NULL; p = p->next)
+		if (p->src == src && p != except)
+			poller_signal(p);
+}
+
+void
+cancel__watch_wake(struct cancel_source *src)
+{
+	pthread_mutex_lock(&cancel__watch_mu);
+	wake_locked(src, NULL);
+	pthread_mutex_unlock(&cancel__watch_mu);
+}
+
+static void
+wake_release(void *arg)
+{
+	struct twake *t = arg;
+	pthread_mutex_lock(&cancel__watch_mu);
+	bool mine = t->linked; /* false: a fork child closed it already */
+	if (mine) {
+		if (t->prev != NULL)
+			t->prev->next = t->next;
+		else
+			wakes = t->next;
+		if (t->next != NULL)
+			t->next->prev = t->prev;
+		t->linked = false;
+	}
+	pthread_mutex_unlock(&cancel__watch_mu);
+	if (mine)
+		cancel__wakefd_close(t->rfd, t->wfd);
+	t->rfd = t->wfd = -1;
+}
+
+static void
+wake_key_make(void)
+{
+	wake_key_ok = pthread_key_create(&wake_key, wake_release) == 0;
+}
+
+/* Under the lock: this thread's wake-up descriptor. 0 or an errno. */
+static int
+wake_get(void)
+{
+	if (my_wake.rfd >= 0)
+		return 0;
+	pthread_once(&wake_once, wake_key_make);
+	if (!wake_key_ok)
+		return EAGAIN;
+	int rc = cancel__wakefd_open(&my_wake.rfd, &my_wake.wfd);
+	if (rc != 0)
+		return rc;
+	if (pthread_setspecific(wake_key, &my_wake) != 0) {
+		cancel__wakefd_close(my_wake.rfd, my_wake.wfd);
+		my_wake.rfd = my_wake.wfd = -1;
+		return ENOMEM;
+	}
+	my_wake.linked = true;
+	my_wake.prev = NULL;
+	my_wake.next = wakes;
+	if (wakes != NULL)
+		wakes->prev = &my_wake;
+	wakes = &my_wake;
+	return 0;
+}
+
+/* Under the lock: an ACTIVE watch of @src no waiter polls, or NULL. */
+static struct cancel_watch *
+takeable(struct cancel_source *src)
+{
+	/* A relaxed look at the list is enough here: the decision that
+	 * counts is taken again under the source's lock (fire_here).
+	 * CANCELED, read under the lock: a cancel whose CAS we do not see
+	 * takes the lock after us and finds our node (cancel__watch_wake). */
+	if (ld_relaxed(&src->head_) != NULL ||
+	    (ld_acquire(&src->state_) & CANCEL__S_CANCELED))
+		return NULL;
+	for (struct cancel_watch *w = act[act_slot(src)]; w != NULL;
+	     w = w->next_)
+		if (w->src_ == src && !(w->flags_ & CANCEL__WF_POLLED))
+			return w;
+	return NULL;
+}
+
+/*
+ * Under the lock: the waiter saw @w's hang-up. Cancel @src here if it has
+ * no callback to run, else let the loop fire @w (*@kick).
+ */
+static void
+fire_here(struct poller *me, struct cancel_watch *w,
+          struct cancel_source *src, bool *kick)
+{
+	core_lock(src);
+	/* Acquire pairs with cancel__begin's CAS. */
+	uint64_t s = ld_acquire(&src->state_);
+	if (!(s & CANCEL__S_CANCELED) && src->head_ != NULL) {
+		/* A callback came after the takeover: the loop runs it. */
+		core_unlock(src);
+		cancel__watch_pend(w);
+		*kick = true;
+		return;
+	}
+	/* Under the source's lock: a register after this sees CANCELED and
+	 * refuses, so the list stays empty and the finish runs nothing. */
+	bool won = !(s & CANCEL__S_CANCELED) &&
+	           cancel__begin_polled(src, ECONNRESET, "peer hung up");
+	core_unlock(src);
+	if (won)
+		wake_locked(src, me); /* pollers of other watches of src */
+	act_unlink(w);
+	st_relaxed(&w->state_, CANCEL__W_FIRED);
+	if (won)
+		cancel__finish(src); /* DONE: the cancel has ended */
+}
+
+/* Poll @p (the watched descriptor, our wake-up one) until something
+ * happens or @dl; say what. */
+enum woke { WOKE_HUP, WOKE_NVAL, WOKE_OTHER };
+
+static enum woke
+poll_watched(struct pollfd *p, struct cancel_source *src, uint64_t dl)
+{
+	for (;;) {
+		/* Acquire pairs with cancel__begin's CAS. */
+		if (ld_acquire(&src->state_) & CANCEL__S_CANCELED)
+			return WOKE_OTHER;
+		struct timespec rel;
+		struct timespec *relp = NULL;
+		if (dl != CANCEL_NEVER) {
+			uint64_t now = cancel__now_ns();
+			if (now >= dl)
+				return WOKE_OTHER;
+			rel = cancel__ns_to_ts(dl - now);
+			relp = &rel;
+		}
+		p[0].revents = p[1].revents = 0;
+		if (ppoll(p, 2, relp, NULL) < 0) {
+			if (errno == EINTR)
+				continue;
+			return WOKE_OTHER; /* ENOMEM: park instead */
+		}
+		if (p[0].revents & POLLNVAL)
+			return WOKE_NVAL;
+		if (p[0].revents != 0)
+			return WOKE_HUP; /* only hang-up bits were asked */
+		if (p[1].revents != 0)
+			return WOKE_OTHER; /* a cancel or a stop */
+	}
+}
+
+bool
+cancel__watch_wait(struct cancel_source *src, uint64_t dl)
+{
+	struct poller me = {.src = src};
+	struct pollfd p[2];
+	pthread_mutex_lock(&cancel__watch_mu);
+	struct cancel_watch *w = takeable(src);
+	/* No descriptor to be woken through: park as usual. Not taken out
+	 * of the kernel object: its descriptor was closed before the stop
+	 * (a misuse), nothing to poll. */
+	if (w == NULL || wake_get() != 0 || cancel__wb_suspend(w) != 0) {
+		pthread_mutex_unlock(&cancel__watch_mu);
+		return false;
+	}
+	w->flags_ |= CANCEL__WF_POLLED;
+	me.w = w;
+	me.wfd = my_wake.wfd;
+	me.next = pollers;
+	pollers = &me;
+	p[0] = (struct pollfd){
+	    .fd = w->fd_,
+	    .events = (w->flags_ & CANCEL_WATCH_IGNORE_HALF_CLOSE)
+	                  ? 0
+	                  : POLLRDHUP};
+	p[1] = (struct pollfd){.fd = my_wake.rfd, .events = POLLIN};
+	pthread_mutex_unlock(&cancel__watch_mu);
+
+	enum woke why = poll_watched(p, src, dl);
+
+	bool kick = false;
+	pthread_mutex_lock(&cancel__watch_mu);
+	if (!me.evicted) {
+		if (why == WOKE_HUP) {
+			fire_here(&me, w, src, &kick);
+		} else if (why == WOKE_OTHER) {
+			int e = ENOMEM;
+			if (fail_resume == 0 || --fail_resume != 0)
+				e = cancel__wb_resume(w, &kick);
+			if (e != 0) {
+				/* Never unwatched: it fires, with ENOMEM. */
+				w->flags_ |= CANCEL__WF_LOST;
+				cancel__watch_pend(w);
+				kick = true;
+			}
+		}
+		/* WOKE_NVAL: fd was closed before the stop (a misuse). Like
+		 * epoll, which forgets a closed descriptor, leave it out. */
+	}
+	/* Let go: a stop waiting on the eviction may return now. */
+	w->flags_ &= ~CANCEL__WF_POLLED;
+	struct poller **pp = &pollers;
+	while (*pp != &me)
+		pp = &(*pp)->next;
+	*pp = me.next;
+	if (me.evicted)
+		pthread_cond_broadcast(&watch_cv);
+	pthread_mutex_unlock(&cancel__watch_mu);
+	/* Every write to it was made under the lock while we were on the
+	 * list: consume it, so our next poll starts clean. */
+	if (me.signaled)
+		cancel__wakefd_drain(my_wake.rfd);
+	if (kick)
+		cancel__lt_kick();
+	return true;
+}
+
+void
+cancel__test_fail_watch_resume(long k)
+{
+	pthread_mutex_lock(&cancel__watch_mu);
+	fail_resume = k;
+	pthread_mutex_unlock(&cancel__watch_mu);
 }
 
 struct pollfd *
@@ -209,11 +583,17 @@ cancel__watch_dispatch(struct pollfd *set, nfds_t n)
 		pend_unlink(w);
 		st_relaxed(&w->state_, CANCEL__W_FIRED);
 		struct cancel_source *src = w->src_;
+		bool lost = (w->flags_ & CANCEL__WF_LOST) != 0;
 		firing = w;
 		pthread_mutex_unlock(&cancel__watch_mu);
 
 		dispatching = w;
-		cancel__cancel_cause(src, ECONNRESET, "peer hung up");
+		if (lost)
+			cancel__cancel_cause(src, ENOMEM,
+			                     "hang-up watch lost: the kernel "
+			                     "refused its descriptor back");
+		else
+			cancel__cancel_cause(src, ECONNRESET, "peer hung up");
 		dispatching = NULL;
 		/* A callback may have stopped and freed w, and destroyed src:
 		 * neither is followed again (w is only compared by stop). */
@@ -244,6 +624,18 @@ cancel__watch_atfork_child(void)
 	cancel__wb_atfork_child();
 	st_relaxed(&watch_gen, ld_relaxed(&watch_gen) + 1);
 	pend_head = pend_tail = NULL;
+	for (size_t k = 0; k < sizeof act / sizeof act[0]; k++)
+		act[k] = NULL;
+	/* Pollers were other threads. Every thread's wake-up descriptor is
+	 * shared with the parent now: close them all (this thread makes a new
+	 * one when it needs one; the others are gone). */
+	pollers = NULL;
+	for (struct twake *t = wakes; t != NULL; t = t->next) {
+		cancel__wakefd_close(t->rfd, t->wfd);
+		t->linked = false;
+	}
+	wakes = NULL;
+	my_wake.rfd = my_wake.wfd = -1;
 	firing = NULL;
 	dispatching = NULL;
 	pthread_cond_init(&watch_cv, NULL);

@@ -31,6 +31,11 @@ CANCEL_HIDDEN void cancel__watch_atfork_child(void);
 #define CANCEL__W_PENDING 2u /* reported, on the pending list, not fired */
 #define CANCEL__W_FIRED 3u   /* its cancel ran or runs */
 
+/* Internal bits of cancel_watch.flags_ (the caller's flags use bit 0). */
+#define CANCEL__WF_POLLED 0x40000000u /* a waiter polls its descriptor */
+#define CANCEL__WF_LOST 0x80000000u   /* the kernel refused it back after
+                                       * a waiter let go: fires ENOMEM */
+
 /* The module's lock: registrations, the pending list, `firing`. */
 CANCEL_HIDDEN extern pthread_mutex_t cancel__watch_mu;
 
@@ -42,6 +47,18 @@ CANCEL_HIDDEN int cancel__wb_add(struct cancel_watch *w, bool *kick);
 /* Under the lock: take @w (of this fork generation) out, whatever its
  * state; harmless if the backend already dropped it. */
 CANCEL_HIDDEN void cancel__wb_del(struct cancel_watch *w);
+/*
+ * Under the lock: take ACTIVE @w out of the kernel object while a waiter
+ * polls its descriptor (cancel__watch_wait). 0, or an errno: not taken
+ * out, the waiter parks as usual.
+ */
+CANCEL_HIDDEN int cancel__wb_suspend(struct cancel_watch *w);
+/*
+ * Under the lock: put a suspended @w back. 0 or an errno (ENOMEM, ENOSPC:
+ * the caller fires it with ENOMEM, never leaves it unwatched). *@kick set
+ * when the loop must rebuild its set.
+ */
+CANCEL_HIDDEN int cancel__wb_resume(struct cancel_watch *w, bool *kick);
 /* Loop thread, lock NOT held: the backend's part of the poll set. */
 CANCEL_HIDDEN struct pollfd *cancel__wb_pollset(int kickfd, nfds_t *n);
 /* Under the lock: hand every watch @set reports to cancel__watch_pend(). */

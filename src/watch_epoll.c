@@ -28,20 +28,10 @@ static int epfd = -1;
 /* The loop thread's poll set: its wake descriptor and epfd. */
 static struct pollfd loop_set[2];
 
-int
-cancel__wb_add(struct cancel_watch *w, bool *kick)
+/* ADD @w to @e with its interest. 0 or the errno the caller returns. */
+static int
+epoll_add(int e, struct cancel_watch *w)
 {
-	int e = ld_relaxed(&epfd);
-	if (e < 0) {
-		e = epoll_create1(EPOLL_CLOEXEC);
-		if (e < 0)
-			return errno == EMFILE || errno == ENFILE ? errno
-			                                          : ENOMEM;
-		/* Release pairs with the loop's acquire in
-		 * cancel__wb_pollset(). */
-		st_release(&epfd, e);
-		*kick = true;
-	}
 	struct epoll_event ev = {
 		.events = EPOLLONESHOT | EPOLLHUP | EPOLLERR |
 		          ((w->flags_ & CANCEL_WATCH_IGNORE_HALF_CLOSE)
@@ -59,6 +49,40 @@ cancel__wb_add(struct cancel_watch *w, bool *kick)
 	default: /* EBADF, EPERM (regular file), EINVAL (epfd itself) */
 		return EINVAL;
 	}
+}
+
+int
+cancel__wb_add(struct cancel_watch *w, bool *kick)
+{
+	int e = ld_relaxed(&epfd);
+	if (e < 0) {
+		e = epoll_create1(EPOLL_CLOEXEC);
+		if (e < 0)
+			return errno == EMFILE || errno == ENFILE ? errno
+			                                          : ENOMEM;
+		/* Release pairs with the loop's acquire in
+		 * cancel__wb_pollset(). */
+		st_release(&epfd, e);
+		*kick = true;
+	}
+	return epoll_add(e, w);
+}
+
+int
+cancel__wb_suspend(struct cancel_watch *w)
+{
+	/* DEL also drops a ready event: the loop never reports @w while a
+	 * waiter polls it (and cannot have: it is ACTIVE, not collected). */
+	if (epoll_ctl(ld_relaxed(&epfd), EPOLL_CTL_DEL, w->fd_, NULL) == 0)
+		return 0;
+	return errno;
+}
+
+int
+cancel__wb_resume(struct cancel_watch *w, bool *kick)
+{
+	(void)kick; /* epoll wakes the loop by itself */
+	return epoll_add(ld_relaxed(&epfd), w);
 }
 
 void

@@ -57,11 +57,10 @@ static struct pollfd *set;
 static struct snap *snaps;
 static size_t capset;
 
-int
-cancel__wb_add(struct cancel_watch *w, bool *kick)
+/* Append @w to the registry. 0 or ENOMEM. */
+static int
+reg_add(struct cancel_watch *w)
 {
-	if (fcntl(w->fd_, F_GETFD) < 0)
-		return EINVAL;
 	if (nregs == capregs) {
 		size_t cap = capregs ? capregs * 2 : 64;
 		struct reg *r = realloc(regs, cap * sizeof *r);
@@ -76,8 +75,29 @@ cancel__wb_add(struct cancel_watch *w, bool *kick)
 	w->slot_ = (uint32_t)nregs;
 	nregs++;
 	dirty = true;
-	*kick = true;
 	return 0;
+}
+
+int
+cancel__wb_add(struct cancel_watch *w, bool *kick)
+{
+	if (fcntl(w->fd_, F_GETFD) < 0)
+		return EINVAL;
+	int rc = reg_add(w);
+	if (rc == 0)
+		*kick = true;
+	return rc;
+}
+
+int
+cancel__wb_resume(struct cancel_watch *w, bool *kick)
+{
+	/* The same stamp: a set slot of the loop's taken before the
+	 * suspend names the same descriptor, still open (see the top). */
+	int rc = reg_add(w);
+	if (rc == 0)
+		*kick = true;
+	return rc;
 }
 
 static void
@@ -98,6 +118,16 @@ cancel__wb_del(struct cancel_watch *w)
 		reg_remove(k);
 		cancel__lt_kick(); /* let go of the file (see the top) */
 	}
+}
+
+int
+cancel__wb_suspend(struct cancel_watch *w)
+{
+	/* An ACTIVE watch is in the registry (a reported one is PENDING).
+	 * The kick makes the loop drop the descriptor from its set, so the
+	 * hang-up wakes only the waiter. */
+	cancel__wb_del(w);
+	return 0;
 }
 
 struct pollfd *

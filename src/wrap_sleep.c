@@ -42,6 +42,7 @@ wait_source(struct cancel_source *src, uint64_t dl)
 	 * timed park itself returns ETIMEDOUT if the deadline passes). A
 	 * cancel's wake-up is seen before any clock read. */
 	bool recheck = false;
+	bool tried_watch = false;
 	uint64_t s = cancel__waiter_enter(src);
 	for (;;) {
 		if (s & CANCEL__S_CANCELED) {
@@ -54,6 +55,16 @@ wait_source(struct cancel_source *src, uint64_t dl)
 			break;
 		}
 		recheck = true;
+		if ((s & CANCEL__S_WATCHED) && !tried_watch) {
+			/* Watch the hang-up on this thread (watch.c): one
+			 * wake-up instead of two. Once per wait. */
+			tried_watch = true;
+			if (cancel__watch_wait(src, dl)) {
+				/* Acquire pairs with cancel__begin's CAS. */
+				s = ld_acquire(&src->state_);
+				continue;
+			}
+		}
 		if (cancel__park(cancel__state_word(src), (uint32_t)s, dl) ==
 		    ETIMEDOUT)
 			timed_out = true;

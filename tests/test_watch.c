@@ -200,13 +200,18 @@ group_setup(void **state)
 {
 	(void)state;
 	/* Start the library thread and the backend's kernel object once,
-	 * so that fd and thread counts compare like with like. */
+	 * and give this thread the wake-up descriptor that a thread which
+	 * polled a watch keeps until it exits, so that fd and thread counts
+	 * compare like with like. */
 	int a, b;
 	unix_pair(&a, &b);
 	struct cancel_source s;
 	struct cancel_watch w = CANCEL_WATCH_INITIALIZER;
 	cancel_source_init(&s);
 	if (cancel_watch_hangup(&w, a, 0, &s) != 0)
+		return -1;
+	struct timespec dl = cancel_deadline_in(1000000);
+	if (cancel_wait(&dl, cancel_source_token(&s)) != ETIMEDOUT)
 		return -1;
 	cancel_watch_stop(&w);
 	close(a);
