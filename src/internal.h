@@ -300,6 +300,12 @@ CANCEL_HIDDEN void cancel__test_fail_alloc_errno(int e);
  * ENOMEM (0: never).
  */
 CANCEL_HIDDEN void cancel__test_fail_watch_resume(long k);
+/* How many waiters poll a watched descriptor now (watch.c). */
+CANCEL_HIDDEN int cancel__test_watch_pollers(void);
+/* This thread's wake-up descriptor for polling a watch, or -1. */
+CANCEL_HIDDEN int cancel__test_watch_wake_fd(void);
+/* @w's state (watch.h's CANCEL__W_*), read under the watch lock. */
+CANCEL_HIDDEN unsigned cancel__test_watch_state(const struct cancel_watch *w);
 CANCEL_HIDDEN long cancel__test_live_objects(void);
 CANCEL_HIDDEN long cancel__test_alloc_count(void);
 

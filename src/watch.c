@@ -62,10 +62,12 @@
  * after stop returns no thread polls the descriptor number any more (the
  * caller closes it, and the number may name another connection next) and
  * none holds a reference to its file. tests/model/watch_poller.pml.
- * Only one waiter polls a watch; others park on the source as usual. The
- * ACTIVE watches are found by source in `act`, a fixed hash table
- * (through next_/prev_, which the pending list uses only once a watch
- * left ACTIVE), and the source's WATCHED bit says that one exists.
+ * Only one waiter polls a watch; others park on the source as usual. A
+ * stop takes the watch out of `act` before it waits for the evicted one,
+ * so no second waiter can take it over meanwhile. The ACTIVE watches are
+ * found by source in `act`, a fixed hash table (through next_/prev_,
+ * which the pending list uses only once a watch left ACTIVE), and the
+ * source's WATCHED bit says that one exists.
  *
  * Lifetime of the source: an active watch (fired or not) counts as a child
  * of its source (children_, under the source's lock), so destroy returns
@@ -303,6 +305,11 @@ cancel_watch_stop(struct cancel_watch *w)
 	struct cancel_source *src = w->src_;
 	if (st != CANCEL__W_IDLE &&
 	    ld_relaxed(&w->gen_) == ld_relaxed(&watch_gen)) {
+		/* Out of `act` first, in this same hold: while we wait for
+		 * an evicted poller below, no other waiter may take the watch
+		 * over (tests/model/watch_poller_flaw_second_waiter.pml). */
+		if (st == CANCEL__W_ACTIVE)
+			act_unlink(w);
 		if (w->flags_ & CANCEL__WF_POLLED) {
 			/* A waiter polls fd: make it let go before the caller
 			 * closes fd (it leaves the state as it was). */
@@ -316,9 +323,7 @@ cancel_watch_stop(struct cancel_watch *w)
 		}
 		/* Before the caller closes fd: out of the kernel object. */
 		cancel__wb_del(w);
-		if (st == CANCEL__W_ACTIVE)
-			act_unlink(w);
-		else if (st == CANCEL__W_PENDING)
+		if (st == CANCEL__W_PENDING)
 			pend_unlink(w); /* reported, but it never fires */
 		/* Its cancel runs: wait, unless we are inside it. */
 		while (firing == w && dispatching != w)
@@ -557,6 +562,32 @@ cancel__watch_wait(struct cancel_source *src, uint64_t dl)
 	if (kick)
 		cancel__lt_kick();
 	return true;
+}
+
+int
+cancel__test_watch_pollers(void)
+{
+	int n = 0;
+	pthread_mutex_lock(&cancel__watch_mu);
+	for (struct poller *p = pollers; p != NULL; p = p->next)
+		n++;
+	pthread_mutex_unlock(&cancel__watch_mu);
+	return n;
+}
+
+int
+cancel__test_watch_wake_fd(void)
+{
+	return my_wake.rfd;
+}
+
+unsigned
+cancel__test_watch_state(const struct cancel_watch *w)
+{
+	pthread_mutex_lock(&cancel__watch_mu);
+	unsigned st = ld_relaxed(&w->state_);
+	pthread_mutex_unlock(&cancel__watch_mu);
+	return st;
 }
 
 void

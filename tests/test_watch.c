@@ -31,6 +31,7 @@
 #include "cancel.h"
 #include "internal.h"
 #include "testutil.h"
+#include "watch_util.h"
 
 #ifdef TU_TSAN
 const char *__tsan_default_options(void);
@@ -50,48 +51,6 @@ __tsan_default_options(void)
 /* ------------------------------------------------------------------ */
 /* Helpers                                                            */
 /* ------------------------------------------------------------------ */
-
-static int
-tasks(void)
-{
-	DIR *d = opendir("/proc/self/task");
-	int n = 0;
-	assert_non_null(d);
-	while (readdir(d) != NULL)
-		n++;
-	closedir(d);
-	return n - 2;
-}
-
-/* A connected TCP pair on 127.0.0.1: *@srv is the accepted side. */
-static void
-tcp_pair(int *srv, int *cli)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET,
-	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t alen = sizeof a;
-	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(l >= 0);
-	assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(listen(l, 4), 0);
-	assert_int_equal(getsockname(l, (struct sockaddr *)&a, &alen), 0);
-	*cli = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(*cli >= 0);
-	assert_int_equal(connect(*cli, (struct sockaddr *)&a, sizeof a), 0);
-	*srv = accept4(l, NULL, NULL, SOCK_CLOEXEC);
-	assert_true(*srv >= 0);
-	close(l);
-}
-
-static void
-unix_pair(int *a, int *b)
-{
-	int sv[2];
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
-	                 0);
-	*a = sv[0];
-	*b = sv[1];
-}
 
 /* A request: a source, a counting callback, a watch. All on the heap. */
 struct req {
@@ -193,30 +152,6 @@ expect_quiet(struct req *r)
 {
 	assert_int_equal(req_wait(r, QUIET), ETIMEDOUT);
 	assert_int_equal(ld_acquire(&r->fired), 0);
-}
-
-static int
-group_setup(void **state)
-{
-	(void)state;
-	/* Start the library thread and the backend's kernel object once,
-	 * and give this thread the wake-up descriptor that a thread which
-	 * polled a watch keeps until it exits, so that fd and thread counts
-	 * compare like with like. */
-	int a, b;
-	unix_pair(&a, &b);
-	struct cancel_source s;
-	struct cancel_watch w = CANCEL_WATCH_INITIALIZER;
-	cancel_source_init(&s);
-	if (cancel_watch_hangup(&w, a, 0, &s) != 0)
-		return -1;
-	struct timespec dl = cancel_deadline_in(1000000);
-	if (cancel_wait(&dl, cancel_source_token(&s)) != ETIMEDOUT)
-		return -1;
-	cancel_watch_stop(&w);
-	close(a);
-	close(b);
-	return cancel_source_destroy(&s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1069,5 +1004,6 @@ main(void)
 		T(ten_thousand_watches_with_random_hang_ups),
 		T(child_does_not_watch_the_parents_descriptors),
 	};
-	return cmocka_run_group_tests_name("watch", tests, group_setup, NULL);
+	return cmocka_run_group_tests_name("watch", tests, watch_group_setup,
+	                                   NULL);
 }

@@ -251,11 +251,11 @@ check watch_poller_broken_no_evict safety 'assertion violated (conn==1)'
 check watch_poller_broken_no_recheck safety 'assertion violated ( !(removed)|| !(wcanceled))'
 check watch_poller_broken_run_callbacks safety 'assertion violated (cb_runner!=1)'
 check watch_poller_broken_no_resume safety 'assertion violated ( !(hup1)||canceled)'
-check watch_poller_flaw_second_waiter safety 'invalid end state'
-check watch_poller_flaw_second_waiter safety 'assertion violated ( !(removed)|| !(wcanceled))' -DSHARED_CV
-check watch_poller_flaw_second_waiter safety ok -DUNLINK_FIRST
-check watch_poller_flaw_second_waiter safety ok -DUNLINK_FIRST -DREGISTRAR -DCANCEL -DDEADLINE
-check watch_poller_flaw_second_waiter safety ok -DUNLINK_FIRST -DSHARED_CV
+check watch_poller safety ok -DTWO
+check watch_poller safety ok -DTWO -DREGISTRAR -DCANCEL -DDEADLINE
+check watch_poller safety ok -DTWO -DSHARED_CV
+check watch_poller_broken_unlink_late safety 'invalid end state'
+check watch_poller_broken_unlink_late safety 'assertion violated ( !(removed)|| !(wcanceled))' -DSHARED_CV
 
 # lifetime: the users count, destroy and poisoning (issue 12; src/source.c,
 # callback.c, wrap_io.c, wrap_cond.c, libthread.c). touch(role) asserts

@@ -63,10 +63,9 @@
  *       and first checks that a hang-up of connection 1 became a cancel.
  *   -DSHARED_CV: watch_cv is shared by every watch: other watches'
  *       cancels end on the loop and broadcast, at any moment stop waits.
- *   -DTWO: two waiters on the source (watch_poller_flaw_second_waiter.pml).
- *   -DUNLINK_FIRST: a fix for that flaw: stop takes w out of the table in
- *       the same hold of the lock as the eviction, so no other waiter can
- *       take it over while stop waits.
+ *   -DTWO: two waiters on the source. stop takes w out of the table in
+ *       the same hold of the lock as the eviction, so the second waiter
+ *       cannot take it over while stop waits (BROKEN_UNLINK_LATE).
  *
  * Checked: nothing reads w after the owner freed it (waiter, loop, stop);
  * no poll looks at the number fd once the owner closed it (it may name
@@ -90,9 +89,9 @@
  *     hang-up does not put w back in the epoll set: a later hang-up (or
  *     one that came before the takeover, whose event the DEL dropped) is
  *     never seen and the source is never canceled.
- *
- * A flaw of the protocol as written (TWO, expected to FAIL): stop evicts
- * only the poller it finds, then waits while POLLED. Waiter A, evicted,
+ *   BROKEN_UNLINK_LATE (TWO): the first version of the C code, found by
+ *     this model: stop evicts only the poller it finds, then waits while
+ *     POLLED, and takes w out of the table only afterwards. Waiter A, evicted,
  * lets go and broadcasts; before stop has the lock back, waiter B (a
  * second thread waiting on the source) finds w in the table, not POLLED,
  * and takes it over. B's node is not evicted, so stop sleeps until B's
@@ -209,7 +208,7 @@ inline stop()
 	st = state;
 	if
 	:: st != IDLE ->
-#ifdef UNLINK_FIRST
+#ifndef BROKEN_UNLINK_LATE
 		act = 0;
 #endif
 #ifndef BROKEN_NO_EVICT
