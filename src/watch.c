@@ -42,10 +42,11 @@
  * a source whose callback list is empty (nothing the library thread would
  * have to run) takes the watch over (cancel__watch_wait): under the lock
  * it takes the watch out of the kernel object (cancel__wb_suspend), marks
- * it POLLED and hangs a poller node on `pollers`; then it sleeps in
- * ppoll() on the watched descriptor, the source's descriptor (any cancel
- * signals it) and a private wake-up descriptor of its own. The library
- * thread is not woken by that hang-up at all. On waking, under the lock:
+ * it POLLED and hangs a poller node in `pollers`; then it sleeps in
+ * ppoll() on the watched descriptor and its thread's wake-up descriptor
+ * (kept until the thread exits: closing it on the way out cost 2 us). The
+ * library thread is not woken by that hang-up at all. On waking, under
+ * the lock:
  *   - evicted (a stop took the watch): let go, touch nothing;
  *   - a hang-up: under the source's lock, where register checks CANCELED,
  *     the list still empty: cancel the source here (begin, and a finish
@@ -57,8 +58,14 @@
  *     kernel object (cancel__wb_resume; a hang-up meanwhile is reported at
  *     once). If the kernel refuses (ENOMEM, ENOSPC), the watch is never
  *     left unwatched: it fires on the loop with reason ENOMEM.
- * A stop of a POLLED watch sets the node's `evicted`, writes the waiter's
- * private descriptor and waits (watch_cv) until the waiter has let go, so
+ * Wake-ups. A cancel whose CAS saw the source's WATCHED bit (set while
+ * one of its watches is ACTIVE, which every polled watch is) writes the
+ * wake-up descriptor of each poller of that source, under the lock
+ * (cancel__watch_wake; from a signal handler the library thread's
+ * deferred finish does it). A poller registers only after it checked
+ * CANCELED under the lock, so a cancel either sees its node or it sees
+ * the cancel. A stop of a POLLED watch sets the node's `evicted`, writes
+ * its descriptor and waits (watch_cv) until the waiter has let go, so
  * after stop returns no thread polls the descriptor number any more (the
  * caller closes it, and the number may name another connection next) and
  * none holds a reference to its file. tests/model/watch_poller.pml.
@@ -66,8 +73,8 @@
  * stop takes the watch out of `act` before it waits for the evicted one,
  * so no second waiter can take it over meanwhile. The ACTIVE watches are
  * found by source in `act`, a fixed hash table (through next_/prev_,
- * which the pending list uses only once a watch left ACTIVE), and the
- * source's WATCHED bit says that one exists.
+ * which the pending list uses only once a watch left ACTIVE), the pollers
+ * in `pollers`, hashed the same way.
  *
  * Lifetime of the source: an active watch (fired or not) counts as a child
  * of its source (children_, under the source's lock), so destroy returns
@@ -139,8 +146,8 @@ struct poller {
 	bool evicted;  /* a stop took the watch (under the lock) */
 	bool signaled; /* its descriptor was written (under the lock) */
 };
-/* Under the lock: every poller. */
-static struct poller *pollers;
+/* Under the lock: every poller, chained by source (the slots of `act`). */
+static struct poller *pollers[1u << ACT_BITS];
 
 /* Under the lock: wake @p (once per poll). */
 static void
@@ -313,7 +320,7 @@ cancel_watch_stop(struct cancel_watch *w)
 		if (w->flags_ & CANCEL__WF_POLLED) {
 			/* A waiter polls fd: make it let go before the caller
 			 * closes fd (it leaves the state as it was). */
-			struct poller *p = pollers;
+			struct poller *p = pollers[act_slot(w->src_)];
 			while (p->w != w)
 				p = p->next;
 			p->evicted = true;
@@ -348,7 +355,7 @@ cancel_watch_stop(struct cancel_watch *w)
 static void
 wake_locked(struct cancel_source *src, const struct poller *except)
 {
-	for (struct poller *p = pollers; p != NULL; p = p->next)
+	for (struct poller *p = pollers[act_slot(src)]; p != NULL; p = p->next)
 		if (p->src == src && p != except)
 			poller_signal(p);
 }
@@ -515,8 +522,9 @@ cancel__watch_wait(struct cancel_source *src, uint64_t dl)
 	w->flags_ |= CANCEL__WF_POLLED;
 	me.w = w;
 	me.wfd = my_wake.wfd;
-	me.next = pollers;
-	pollers = &me;
+	struct poller **head = &pollers[act_slot(src)];
+	me.next = *head;
+	*head = &me;
 	p[0] = (struct pollfd){
 	    .fd = w->fd_,
 	    .events = (w->flags_ & CANCEL_WATCH_IGNORE_HALF_CLOSE)
@@ -548,7 +556,7 @@ cancel__watch_wait(struct cancel_source *src, uint64_t dl)
 	}
 	/* Let go: a stop waiting on the eviction may return now. */
 	w->flags_ &= ~CANCEL__WF_POLLED;
-	struct poller **pp = &pollers;
+	struct poller **pp = head;
 	while (*pp != &me)
 		pp = &(*pp)->next;
 	*pp = me.next;
@@ -569,8 +577,9 @@ cancel__test_watch_pollers(void)
 {
 	int n = 0;
 	pthread_mutex_lock(&cancel__watch_mu);
-	for (struct poller *p = pollers; p != NULL; p = p->next)
-		n++;
+	for (size_t k = 0; k < sizeof pollers / sizeof pollers[0]; k++)
+		for (struct poller *p = pollers[k]; p != NULL; p = p->next)
+			n++;
 	pthread_mutex_unlock(&cancel__watch_mu);
 	return n;
 }
@@ -660,7 +669,8 @@ cancel__watch_atfork_child(void)
 	/* Pollers were other threads. Every thread's wake-up descriptor is
 	 * shared with the parent now: close them all (this thread makes a new
 	 * one when it needs one; the others are gone). */
-	pollers = NULL;
+	for (size_t k = 0; k < sizeof pollers / sizeof pollers[0]; k++)
+		pollers[k] = NULL;
 	for (struct twake *t = wakes; t != NULL; t = t->next) {
 		cancel__wakefd_close(t->rfd, t->wfd);
 		t->linked = false;
