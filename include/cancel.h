@@ -101,6 +101,17 @@
  *     54-65 ns, 29-33 ns with that read taken out, alternated), the one
  *     cost causes add (a cancel that finds its source already canceled,
  *     is_canceled, register, unregister, init and destroy are unchanged).
+ *   - Hang-up watches (1.1): the SPEC has the library thread watch every
+ *     watched descriptor in one kernel object. While a thread is blocked
+ *     in cancel_wait() or a sleep on the watched source itself and that
+ *     source has no callback, the waiting thread watches the descriptor
+ *     instead, and cancels the source itself when the peer leaves (one
+ *     wake-up instead of two; see cancel_watch_hangup). Callbacks still
+ *     run only on the library thread, no thread is added, and the rest of
+ *     the contract is unchanged. Such a thread keeps one wake-up
+ *     descriptor until it exits. A cancel from a signal handler reaches
+ *     such a waiter through the library thread, like a portable-backend
+ *     wake-up.
  *   - Portable ("pthread") wait backend only: cancel_source_cancel_from_signal()
  *     cannot wake threads blocked in cancel_wait()/cancel_sleep() from
  *     inside the handler (no async-signal-safe condvar exists); the library
@@ -585,7 +596,9 @@ CANCEL_API struct timespec cancel_deadline_in(uint64_t ns);
 /*
  * Block until @tok is canceled (ECANCELED) or @deadline passes (ETIMEDOUT).
  * Returns EINVAL for CANCEL_TOKEN_NONE with no deadline, or a malformed
- * deadline. Restarts on EINTR. Threads: any. Blocks: yes.
+ * deadline. Restarts on EINTR. Threads: any. Blocks: yes. On a source
+ * with a hang-up watch and no callbacks it polls the watched descriptor
+ * itself (see cancel_watch_hangup), as do the two sleeps below.
  */
 CANCEL_API int cancel_wait(const struct timespec *deadline, cancel_token tok);
 
@@ -962,10 +975,19 @@ struct cancel_watch {
  * request bytes do not matter. No thread per watch: the library thread
  * watches every watched descriptor of the process in one kernel object
  * (epoll on Linux; with CANCEL_WAIT_BACKEND=pthread a portable poll()
- * set, POLLRDHUP where the system has it, else POLLHUP only). The
- * cancel, and so @src's callbacks, run on the library thread. The epoll
- * backend allocates nothing per watch; the portable one keeps a growable
- * array (ENOMEM).
+ * set, POLLRDHUP where the system has it, else POLLHUP only). @src's
+ * callbacks always run on the library thread. The epoll backend allocates
+ * nothing per watch; the portable one keeps a growable array (ENOMEM).
+ *
+ * A thread blocked in cancel_wait(), cancel_sleep() or
+ * cancel_sleep_until() on @src's own token while @src has no callback
+ * registered (nothing for the library thread to run) watches @fd itself
+ * for as long as it waits: the hang-up then wakes that thread directly,
+ * which cancels @src (reason, cause and time as above) and returns, one
+ * wake-up instead of two. A callback registered meanwhile hands the
+ * cancel back to the library thread. Such a thread keeps one
+ * close-on-exec descriptor (an eventfd; a pipe on the portable backend)
+ * until it exits. One waiter per watch polls; others wait as usual.
  *
  * With CANCEL_WATCH_IGNORE_HALF_CLOSE, a peer that closes its socket
  * without unread data looks exactly like a half-close until something is
@@ -1000,10 +1022,12 @@ CANCEL_API int cancel_watch_hangup(struct cancel_watch *w, int fd,
  *
  * Call it before close(@fd): a closed descriptor whose number is reused
  * must never cancel another request. After it returns, nothing in the
- * library touches @w, which may be reused or freed, and @w no longer
- * holds its source (destroy may succeed).
+ * library touches @w, which may be reused or freed, @w no longer holds
+ * its source (destroy may succeed), and no thread polls @fd any more (a
+ * waiter that watched it itself has let go and waits on as usual).
  * Threads: any; not two calls on the same @w at once. Blocks: only while
- * the watch's cancel runs on the library thread.
+ * the watch's cancel runs on the library thread, or until a waiter that
+ * polls @fd has let go (a wake-up away).
  */
 CANCEL_API bool cancel_watch_stop(struct cancel_watch *w);
 
