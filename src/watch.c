@@ -139,15 +139,24 @@ static pthread_once_t wake_once = PTHREAD_ONCE_INIT;
 
 /* A waiter polling a watch's descriptor (on that waiter's stack). */
 struct poller {
-	struct poller *next;
+	struct poller *next;  /* in pollers[], by source */
+	struct poller *fnext; /* in polled_fds[], by descriptor number */
 	struct cancel_watch *w;
 	struct cancel_source *src;
 	int wfd;       /* its thread's wake-up descriptor, write end */
 	bool evicted;  /* a stop took the watch (under the lock) */
 	bool signaled; /* its descriptor was written (under the lock) */
 };
-/* Under the lock: every poller, chained by source (the slots of `act`). */
+/* Under the lock: every poller, chained by source (the slots of `act`),
+ * and again by the descriptor it polls (fd_slot). */
 static struct poller *pollers[1u << ACT_BITS];
+static struct poller *polled_fds[1u << ACT_BITS];
+
+static size_t
+fd_slot(int fd)
+{
+	return (size_t)(uint32_t)fd & ((1u << ACT_BITS) - 1);
+}
 
 /* Under the lock: wake @p (once per poll). */
 static void
@@ -158,6 +167,7 @@ poller_signal(struct poller *p)
 		cancel__wakefd_signal(p->wfd);
 	}
 }
+
 /* Under the lock: cancel__test_fail_watch_resume's countdown. */
 static long fail_resume;
 
@@ -314,7 +324,7 @@ cancel_watch_stop(struct cancel_watch *w)
 	    ld_relaxed(&w->gen_) == ld_relaxed(&watch_gen)) {
 		/* Out of `act` first, in this same hold: while we wait for
 		 * an evicted poller below, no other waiter may take the watch
-		 * over (tests/model/watch_poller_flaw_second_waiter.pml). */
+		 * over (tests/model/watch_poller_broken_unlink_late.pml). */
 		if (st == CANCEL__W_ACTIVE)
 			act_unlink(w);
 		if (w->flags_ & CANCEL__WF_POLLED) {
@@ -350,6 +360,16 @@ cancel_watch_stop(struct cancel_watch *w)
 /* ------------------------------------------------------------------ */
 /* A waiter watches for itself (see the top)                          */
 /* ------------------------------------------------------------------ */
+
+bool
+cancel__watch_fd_polled(int fd)
+{
+	for (struct poller *p = polled_fds[fd_slot(fd)]; p != NULL;
+	     p = p->fnext)
+		if (p->w->fd_ == fd)
+			return true;
+	return false;
+}
 
 /* Under the lock: wake every poller of @src but @except. */
 static void
@@ -525,6 +545,9 @@ cancel__watch_wait(struct cancel_source *src, uint64_t dl)
 	struct poller **head = &pollers[act_slot(src)];
 	me.next = *head;
 	*head = &me;
+	struct poller **fhead = &polled_fds[fd_slot(w->fd_)];
+	me.fnext = *fhead;
+	*fhead = &me;
 	p[0] = (struct pollfd){
 	    .fd = w->fd_,
 	    .events = (w->flags_ & CANCEL_WATCH_IGNORE_HALF_CLOSE)
@@ -560,6 +583,9 @@ cancel__watch_wait(struct cancel_source *src, uint64_t dl)
 	while (*pp != &me)
 		pp = &(*pp)->next;
 	*pp = me.next;
+	for (pp = fhead; *pp != &me; pp = &(*pp)->fnext)
+		;
+	*pp = me.fnext;
 	if (me.evicted)
 		pthread_cond_broadcast(&watch_cv);
 	pthread_mutex_unlock(&cancel__watch_mu);
@@ -670,7 +696,7 @@ cancel__watch_atfork_child(void)
 	 * shared with the parent now: close them all (this thread makes a new
 	 * one when it needs one; the others are gone). */
 	for (size_t k = 0; k < sizeof pollers / sizeof pollers[0]; k++)
-		pollers[k] = NULL;
+		pollers[k] = polled_fds[k] = NULL;
 	for (struct twake *t = wakes; t != NULL; t = t->next) {
 		cancel__wakefd_close(t->rfd, t->wfd);
 		t->linked = false;

@@ -69,4 +69,8 @@ CANCEL_HIDDEN void cancel__wb_atfork_child(void);
 /* Under the lock: an ACTIVE @w was reported: queue it to fire. */
 CANCEL_HIDDEN void cancel__watch_pend(struct cancel_watch *w);
 
+/* Under the lock: a waiter polls @fd for a watch, which is out of the
+ * kernel object meanwhile (a second watch of it is EEXIST on epoll). */
+CANCEL_HIDDEN bool cancel__watch_fd_polled(int fd);
+
 #endif /* CANCEL_WATCH_H */

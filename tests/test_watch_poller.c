@@ -178,9 +178,9 @@ expect_canceled(struct cancel_source *s)
 	assert_int_equal(cancel_wait(&dl, cancel_source_token(s)), ECANCELED);
 }
 
-/* The library thread's tid (named cancel-lib). */
+/* The library thread's tid (named cancel-lib), or -1. */
 static int
-lib_tid(void)
+find_lib_tid(void)
 {
 	DIR *d = opendir("/proc/self/task");
 	assert_non_null(d);
@@ -201,7 +201,19 @@ lib_tid(void)
 		fclose(f);
 	}
 	closedir(d);
-	assert_true(tid > 0);
+	return tid;
+}
+
+/* The same, once it has named itself (it may just have started). */
+static int
+lib_tid(void)
+{
+	uint64_t end = tu_now_ms() + 10000;
+	int tid;
+	while ((tid = find_lib_tid()) < 0) {
+		assert_true(tu_now_ms() < end);
+		tu_nap();
+	}
 	return tid;
 }
 
@@ -457,6 +469,35 @@ stop_racing_the_pollers_hang_up_is_one_or_the_other(void **state)
 	assert_int_equal(stopped + fired, rounds);
 }
 
+#ifdef CANCEL_BACKEND_futex
+/* While a waiter polls it, the watch is out of the epoll set: a second
+ * watch of the same number is still refused, as the kernel would. */
+static void
+a_second_watch_of_a_polled_descriptor_is_still_eexist(void **state)
+{
+	(void)state;
+	int s, c;
+	unix_pair(&s, &c);
+	struct cancel_source *src = src_new();
+	struct cancel_source *other = src_new();
+	struct cancel_watch *w = watch_new(), *w2 = watch_new();
+	assert_int_equal(cancel_watch_hangup(w, s, 0, src), 0);
+	struct waiter *k = waiter_start(src, 0);
+	await_pollers(1);
+	assert_int_equal(cancel_watch_hangup(w2, s, 0, other), EEXIST);
+	assert_false(cancel_watch_stop(w2)); /* idle */
+	free(w2);
+	close(c);
+	assert_int_equal(waiter_end(k), ECANCELED);
+	expect_hang_up(src);
+	assert_false(cancel_token_is_canceled(cancel_source_token(other)));
+	watch_end(w, false);
+	close(s);
+	src_end(src);
+	src_end(other);
+}
+#endif
+
 /* ------------------------------------------------------------------ */
 /* The other ways out of the poll                                     */
 /* ------------------------------------------------------------------ */
@@ -702,6 +743,9 @@ main(void)
 		T(half_close_with_the_flag_does_not_end_the_poll),
 		T(stop_evicts_the_poller_before_it_returns_and_the_number_can_be_reused),
 		T(stop_racing_the_pollers_hang_up_is_one_or_the_other),
+#ifdef CANCEL_BACKEND_futex
+		T(a_second_watch_of_a_polled_descriptor_is_still_eexist),
+#endif
 		T(a_cancel_wakes_the_poller_and_a_later_hang_up_still_fires_the_watch),
 		T(the_deadline_ends_the_poll_and_a_later_hang_up_still_cancels),
 		T(a_second_waiter_parks_and_both_return_at_the_hang_up),
