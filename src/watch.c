@@ -376,7 +376,7 @@ static void
 wake_locked(struct cancel_source *src, const struct poller *except)
 {
 	for (struct poller *p = pollers[act_slot(src)]; p != NULL; p = p->next)
-		if (p->src == src && p != except)
+		if (p != except && p->src == src)
 			poller_signal(p);
 }
 
