@@ -18,6 +18,13 @@
  * observer sees one reason per source; a child shows a parent's reason or
  * its own deadline's.
  *
+ * Hang-up watches: each worker may watch a socketpair end for one shared
+ * source, hang the peer up (close, or a half-close), stop the watch, and
+ * wait on a source with a short deadline, which takes a watch over when
+ * the source has no callbacks (src/watch.c, "A waiter watches for
+ * itself"). A watched source may also end with ECONNRESET. Watches are
+ * heap blocks freed right after their stop.
+ *
  * Lifetime: sources and callback records are heap blocks of their own
  * (tests/lifetime.h) freed right after the destroy or unregister that ends
  * them returns (records mid-input, by the worker that owns them; the shared
@@ -41,6 +48,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #ifndef FUZZ_THREADS_ENTRY
@@ -91,6 +99,7 @@ static struct cancel_source *tsrc[TNS];
 static int t_wins[TNS];
 static int t_seen[TNS];
 static int t_timed[TNS];
+static int t_watched[TNS]; /* a watch was started on it (atomic) */
 
 static int
 t_reason(int s)
@@ -105,7 +114,9 @@ t_observe(int s, int r)
 		return;
 	TCHECK(r == t_reason(s) ||
 	           (r == ETIMEDOUT && __atomic_load_n(&t_timed[s],
-	                                              __ATOMIC_ACQUIRE)),
+	                                              __ATOMIC_ACQUIRE)) ||
+	           (r == ECONNRESET && __atomic_load_n(&t_watched[s],
+	                                               __ATOMIC_ACQUIRE)),
 	       "reason from nowhere");
 	int none = 0;
 	if (!__atomic_compare_exchange_n(&t_seen[s], &none, r, false,
@@ -274,7 +285,16 @@ trec_try_unregister(struct trec **rp)
 /* Workers                                                            */
 /* ------------------------------------------------------------------ */
 
+/* A worker's hang-up watch: @s watched for source @src, @c its peer. */
+struct twatch {
+	struct cancel_watch *w; /* NULL: none (an lf_alloc block) */
+	int s;
+	int c;   /* -1 once closed */
+	int src;
+};
+
 struct tworker {
+	struct twatch watch;
 	struct trec *recs[TNR]; /* NULL: not registered */
 	const uint8_t *ops[TMAXOPS];
 	int nops;
@@ -380,13 +400,124 @@ t_linked(uint8_t a, uint8_t b)
 	lf_free(c, sizeof(*c), LF_PAGE, "child source");
 }
 
+static void t_unwatch(struct twatch *x);
+
+/* Watch a new socketpair's end for source @s (@how bit 0: ignore a
+ * half-close). */
+static void
+t_watch(struct twatch *x, int s, unsigned how)
+{
+	int sv[2];
+	TCHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0,
+	       "socketpair");
+	x->w = lf_alloc(sizeof(*x->w), LF_POISON);
+	memset(x->w, 0, sizeof(*x->w));
+	x->s = sv[0];
+	x->c = sv[1];
+	x->src = s;
+	ST(&t_watched[s], 1);
+	int rc = cancel_watch_hangup(
+	    x->w, x->s, (how & 1) ? CANCEL_WATCH_IGNORE_HALF_CLOSE : 0u,
+	    tsrc[s]);
+	TCHECK(rc == 0 || rc == ECANCELED, "cancel_watch_hangup");
+	if (rc == ECANCELED) {
+		TCHECK(cancel_token_is_canceled(cancel_source_token(tsrc[s])),
+		       "ECANCELED from a watch of a live source");
+		t_unwatch(x);
+	}
+}
+
+/* Stop @x's watch, free it at once, close both ends. */
+static void
+t_unwatch(struct twatch *x)
+{
+	cancel_watch_stop(x->w);
+	lf_free(x->w, sizeof(*x->w), LF_POISON, "watch");
+	x->w = NULL;
+	close(x->s);
+	if (x->c >= 0)
+		close(x->c);
+	x->c = -1;
+}
+
+/*
+ * A worker's first polled wait makes its wake-up descriptor (kept until
+ * the thread exits) and the first watch the library's epoll descriptor:
+ * both before the first input counts descriptors.
+ */
+static void
+t_warm_watch(void)
+{
+	int sv[2];
+	struct cancel_source *src = lf_alloc(sizeof(*src), LF_PAGE);
+	struct cancel_watch *w = lf_alloc(sizeof(*w), LF_PAGE);
+	cancel_source_init(src);
+	memset(w, 0, sizeof(*w));
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 ||
+	    cancel_watch_hangup(w, sv[0], 0, src) != 0)
+		abort();
+	/* A deadline that passed before the wait began (a slow sanitized
+	 * start) does not block: wait until this thread has its
+	 * descriptor. */
+	for (int i = 0; i < 100 && cancel__test_watch_wake_fd() < 0; i++) {
+		struct timespec dl = cancel_deadline_in(20000000);
+		if (cancel_wait(&dl, cancel_source_token(src)) != ETIMEDOUT)
+			abort();
+	}
+	if (cancel__test_watch_wake_fd() < 0 || !cancel_watch_stop(w) ||
+	    cancel_source_destroy(src) != 0)
+		abort();
+	close(sv[0]);
+	close(sv[1]);
+	lf_free(w, sizeof(*w), LF_PAGE, "warm-up watch");
+	lf_free(src, sizeof(*src), LF_PAGE, "warm-up source");
+}
+
+/* The watch operations: @k 0 watch (@arg bit 0: ignore a half-close),
+ * 1 hang the peer up (@arg bit 0: half-close only), 2 stop, 3 wait up to
+ * @arg * 5 us on source @s (a takeover when it has no callbacks). */
+static void
+t_watch_op(struct tworker *w, int s, unsigned k, unsigned arg)
+{
+	struct twatch *x = &w->watch;
+	switch (k) {
+	case 0:
+		if (x->w == NULL)
+			t_watch(x, s, arg);
+		break;
+	case 1:
+		if (x->w != NULL && x->c >= 0) {
+			if (arg & 1) {
+				shutdown(x->c, SHUT_WR);
+			} else {
+				close(x->c);
+				x->c = -1;
+			}
+		}
+		break;
+	case 2:
+		if (x->w != NULL)
+			t_unwatch(x);
+		break;
+	default: {
+		struct timespec dl = cancel_deadline_in(arg * 5000u);
+		cancel_token t = cancel_source_token(tsrc[s]);
+		int rc = cancel_wait(&dl, t);
+		TCHECK(rc == ECANCELED || rc == ETIMEDOUT, "watched wait");
+		if (rc == ECANCELED)
+			t_observe(s, cancel_token_reason(t));
+		break;
+	}
+	}
+}
+
 static void
 t_op(struct tworker *w, const uint8_t *d)
 {
 	uint8_t op = d[0], a = d[1];
 	struct trec **r = &w->recs[a % TNR];
 	int s = (a >> 2) % TNS;
-	switch (op % 10) {
+	switch (op % 11) {
 	case 0:
 	case 1:
 		if (*r == NULL)
@@ -433,6 +564,9 @@ t_op(struct tworker *w, const uint8_t *d)
 		}
 		break;
 	}
+	case 9:
+		t_watch_op(w, s, (op >> 4) & 3u, (unsigned)op >> 6);
+		break;
 	default:
 		if (*r != NULL && LD(&(*r)->running))
 			trec_unregister(r);
@@ -445,6 +579,8 @@ t_main(void *arg)
 {
 	struct tworker *w = arg;
 	unsigned gen = 0;
+	t_warm_watch();
+	t_bump(&t_done);
 	for (;;) {
 		t_await(&t_gen, gen, 0);
 		gen++;
@@ -472,9 +608,11 @@ t_start(void)
 	for (int i = 0; i < 2; i++) {
 		for (int j = 0; j < TNR; j++)
 			tw[i].recs[j] = NULL;
+		tw[i].watch.w = NULL;
 		if (pthread_create(&tw[i].th, NULL, t_main, &tw[i]) != 0)
 			abort();
 	}
+	t_await(&t_done, 0, 2); /* both warmed up */
 }
 
 /* ------------------------------------------------------------------ */
@@ -492,7 +630,7 @@ FUZZ_THREADS_ENTRY(const uint8_t *data, size_t size)
 	for (int i = 0; i < TNS; i++) {
 		tsrc[i] = lf_alloc(sizeof(*tsrc[i]), LF_PAGE);
 		cancel_source_init(tsrc[i]);
-		t_wins[i] = t_seen[i] = t_timed[i] = 0;
+		t_wins[i] = t_seen[i] = t_timed[i] = t_watched[i] = 0;
 	}
 	tw[0].nops = tw[1].nops = 0;
 	__atomic_store_n(&t_timers, 0, __ATOMIC_RELAXED);
@@ -521,6 +659,9 @@ FUZZ_THREADS_ENTRY(const uint8_t *data, size_t size)
 	for (int i = 0; i < TNS; i++)
 		cancel_source_cancel_after(tsrc[i], CANCEL_NEVER);
 	for (int i = 0; i < 2; i++)
+		if (tw[i].watch.w != NULL)
+			t_unwatch(&tw[i].watch);
+	for (int i = 0; i < 2; i++)
 		for (int j = 0; j < TNR; j++)
 			if (tw[i].recs[j] != NULL)
 				trec_unregister(&tw[i].recs[j]);
@@ -534,7 +675,8 @@ FUZZ_THREADS_ENTRY(const uint8_t *data, size_t size)
 			TCHECK(wins == 1, "not exactly one winning cancel");
 		} else {
 			TCHECK(wins == 0, "a winning cancel, reason lost");
-			TCHECK(r == 0 || (r == ETIMEDOUT && LD(&t_timed[i])),
+			TCHECK(r == 0 || (r == ETIMEDOUT && LD(&t_timed[i])) ||
+			           (r == ECONNRESET && LD(&t_watched[i])),
 			       "canceled with a reason from nowhere");
 		}
 	}
