@@ -26,16 +26,8 @@
 #endif
 #endif
 
-#ifdef TU_TSAN
-/* Forked children here start threads (the library's, or their own),
- * which TSan forbids by default after a multi-threaded fork. */
-const char *__tsan_default_options(void);
-const char *
-__tsan_default_options(void)
-{
-	return "die_after_fork=0";
-}
-#endif
+/* Forked children here start threads (the library's, or their own). */
+TU_THREADS_AFTER_FORK
 
 /* ------------------------------------------------------------------ */
 /* Released heap objects                                              */

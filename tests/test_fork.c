@@ -26,16 +26,8 @@
 #include "internal.h"
 #include "testutil.h"
 
-#ifdef TU_TSAN
-/* The child starts the library thread again, which TSan forbids by
- * default after a multi-threaded fork. */
-const char *__tsan_default_options(void);
-const char *
-__tsan_default_options(void)
-{
-	return "die_after_fork=0";
-}
-#endif
+/* The child starts the library thread again. */
+TU_THREADS_AFTER_FORK
 
 static int
 group_setup(void **state)

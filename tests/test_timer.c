@@ -27,13 +27,8 @@
 #define MS 1000000ull
 #define SEC 1000000000ull
 
-/* Children start the library thread again after fork(): let TSan allow it. */
-const char *__tsan_default_options(void);
-const char *
-__tsan_default_options(void)
-{
-	return "die_after_fork=0";
-}
+/* Children start the library thread again after fork(). */
+TU_THREADS_AFTER_FORK
 
 /* ------------------------------------------------------------------ */
 /* A probe: a callback that records its run and signals a condvar.    */

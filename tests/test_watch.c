@@ -33,20 +33,7 @@
 #include "testutil.h"
 #include "watch_util.h"
 
-#ifdef TU_TSAN
-const char *__tsan_default_options(void);
-const char *
-__tsan_default_options(void)
-{
-	return "die_after_fork=0";
-}
-#endif
-
-#define MS 1000000ull
-/* Long enough for any hang-up to arrive on a loaded machine. */
-#define PATIENCE (10000 * MS)
-/* How long "nothing happens" is watched for. */
-#define QUIET (200 * MS)
+TU_THREADS_AFTER_FORK
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                            */

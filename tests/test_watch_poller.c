@@ -40,20 +40,7 @@
 #include "testutil.h"
 #include "watch_util.h"
 
-#ifdef TU_TSAN
-const char *__tsan_default_options(void);
-const char *
-__tsan_default_options(void)
-{
-	return "die_after_fork=0";
-}
-#endif
-
-#define MS 1000000ull
-/* Long enough for any hang-up to arrive on a loaded machine. */
-#define PATIENCE (10000 * MS)
-/* How long "nothing happens" is watched for. */
-#define QUIET (200 * MS)
+TU_THREADS_AFTER_FORK
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                            */
@@ -153,6 +140,42 @@ src_end(struct cancel_source *s)
 	free(s);
 }
 
+/* A connected pair (TCP or a socketpair), a new source and a watch of
+ * *@s on it, with @flags. */
+static void
+open_watched(bool tcp, unsigned flags, int *s, int *c,
+             struct cancel_source **src, struct cancel_watch **w)
+{
+	if (tcp)
+		tcp_pair(s, c);
+	else
+		unix_pair(s, c);
+	*src = src_new();
+	*w = watch_new();
+	assert_int_equal(cancel_watch_hangup(*w, *s, flags, *src), 0);
+}
+
+/* open_watched, then a waiter on the source that polls the watch. */
+static struct waiter *
+polled_watch(bool tcp, unsigned flags, int *s, int *c,
+             struct cancel_source **src, struct cancel_watch **w)
+{
+	open_watched(tcp, flags, s, c, src, w);
+	struct waiter *k = waiter_start(*src, 0);
+	await_pollers(1);
+	return k;
+}
+
+/* Stop @w (check @stopped, free it), close @s, destroy and free @src. */
+static void
+close_watched(struct cancel_watch *w, bool stopped, int s,
+              struct cancel_source *src)
+{
+	watch_end(w, stopped);
+	close(s);
+	src_end(src);
+}
+
 /* @s was canceled by a hang-up watch: reason, message, origin. */
 static void
 expect_hang_up(struct cancel_source *s)
@@ -162,6 +185,16 @@ expect_hang_up(struct cancel_source *s)
 	assert_int_equal(c.reason, ECONNRESET);
 	assert_string_equal(c.msg, "peer hung up");
 	assert_ptr_equal(c.origin, s);
+}
+
+/* Close the peer @c: the waiter @k returns ECANCELED, @src canceled by
+ * the hang-up. */
+static void
+hang_up_ends_the_wait(int c, struct waiter *k, struct cancel_source *src)
+{
+	close(c);
+	assert_int_equal(waiter_end(k), ECANCELED);
+	expect_hang_up(src);
 }
 
 static void
@@ -297,36 +330,44 @@ note_thread(void *arg)
 	fetch_add_acq_rel(&cb_runs, 1);
 }
 
-static void
-a_callback_registered_while_the_waiter_polls_still_runs_on_the_library_thread(
-    void **state)
+/* A heap callback on @src that notes its runs and its thread. */
+static struct cancel_callback *
+noting_callback(struct cancel_source *src)
 {
-	(void)state;
-	int s, c;
-	unix_pair(&s, &c);
-	struct cancel_source *src = src_new();
-	struct cancel_watch *w = watch_new();
 	struct cancel_callback *cb = malloc(sizeof *cb);
 	assert_non_null(cb);
 	st_relaxed(&cb_runs, 0);
 	st_relaxed(&cb_on_lt, -1);
-	assert_int_equal(cancel_watch_hangup(w, s, 0, src), 0);
-	struct waiter *k = waiter_start(src, 0);
-	await_pollers(1);
-	/* After the takeover: the waiter sees it under the source's lock
-	 * and hands the watch to the library thread. */
 	assert_true(cancel_callback_register(cb, note_thread, NULL,
 	                                     cancel_source_token(src)));
-	close(c);
-	assert_int_equal(waiter_end(k), ECANCELED);
-	expect_hang_up(src);
-	cancel_callback_unregister(cb); /* waits for it if it still runs */
+	return cb;
+}
+
+/* @cb ran once, on the library thread; unregister (waits for it if it
+ * still runs) and free it. */
+static void
+expect_ran_on_library_thread(struct cancel_callback *cb)
+{
+	cancel_callback_unregister(cb);
 	free(cb);
 	assert_int_equal(ld_acquire(&cb_runs), 1);
 	assert_int_equal(ld_acquire(&cb_on_lt), 1);
-	watch_end(w, false);
-	close(s);
-	src_end(src);
+}
+
+static void
+a_callback_added_while_polling_runs_on_the_library_thread(void **state)
+{
+	(void)state;
+	int s, c;
+	struct cancel_source *src;
+	struct cancel_watch *w;
+	struct waiter *k = polled_watch(false, 0, &s, &c, &src, &w);
+	/* After the takeover: the waiter sees it under the source's lock
+	 * and hands the watch to the library thread. */
+	struct cancel_callback *cb = noting_callback(src);
+	hang_up_ends_the_wait(c, k, src);
+	expect_ran_on_library_thread(cb);
+	close_watched(w, false, s, src);
 }
 
 static void
@@ -334,30 +375,17 @@ a_source_with_callbacks_is_left_to_the_library_thread(void **state)
 {
 	(void)state;
 	int s, c;
-	unix_pair(&s, &c);
-	struct cancel_source *src = src_new();
-	struct cancel_watch *w = watch_new();
-	struct cancel_callback *cb = malloc(sizeof *cb);
-	assert_non_null(cb);
-	st_relaxed(&cb_runs, 0);
-	st_relaxed(&cb_on_lt, -1);
-	assert_true(cancel_callback_register(cb, note_thread, NULL,
-	                                     cancel_source_token(src)));
-	assert_int_equal(cancel_watch_hangup(w, s, 0, src), 0);
+	struct cancel_source *src;
+	struct cancel_watch *w;
+	open_watched(false, 0, &s, &c, &src, &w);
+	struct cancel_callback *cb = noting_callback(src);
 	struct waiter *k = waiter_start(src, 0);
 	tu_await_waiters_bounded(src, 1);
 	expect_quiet(src);
 	assert_int_equal(cancel__test_watch_pollers(), 0);
-	close(c);
-	assert_int_equal(waiter_end(k), ECANCELED);
-	expect_hang_up(src);
-	cancel_callback_unregister(cb);
-	free(cb);
-	assert_int_equal(ld_acquire(&cb_runs), 1);
-	assert_int_equal(ld_acquire(&cb_on_lt), 1);
-	watch_end(w, false);
-	close(s);
-	src_end(src);
+	hang_up_ends_the_wait(c, k, src);
+	expect_ran_on_library_thread(cb);
+	close_watched(w, false, s, src);
 }
 
 static void
@@ -365,13 +393,10 @@ half_close_with_the_flag_does_not_end_the_poll(void **state)
 {
 	(void)state;
 	int s, c;
-	tcp_pair(&s, &c);
-	struct cancel_source *src = src_new();
-	struct cancel_watch *w = watch_new();
-	assert_int_equal(
-	    cancel_watch_hangup(w, s, CANCEL_WATCH_IGNORE_HALF_CLOSE, src), 0);
-	struct waiter *k = waiter_start(src, 0);
-	await_pollers(1);
+	struct cancel_source *src;
+	struct cancel_watch *w;
+	struct waiter *k = polled_watch(true, CANCEL_WATCH_IGNORE_HALF_CLOSE, &s,
+	                                &c, &src, &w);
 	assert_int_equal(write(c, "GET / HTTP/1.1\r\n\r\n", 18), 18);
 	assert_int_equal(shutdown(c, SHUT_WR), 0);
 	expect_quiet(src);
@@ -382,9 +407,7 @@ half_close_with_the_flag_does_not_end_the_poll(void **state)
 	assert_int_equal(write(s, "HTTP/1.1 200 OK\r\n\r\n", 19), 19);
 	assert_int_equal(waiter_end(k), ECANCELED);
 	expect_hang_up(src);
-	watch_end(w, false);
-	close(s);
-	src_end(src);
+	close_watched(w, false, s, src);
 }
 
 /* ------------------------------------------------------------------ */
@@ -397,12 +420,9 @@ stop_evicts_the_poller_before_it_returns_and_the_number_can_be_reused(
 {
 	(void)state;
 	int s, c;
-	unix_pair(&s, &c);
-	struct cancel_source *src = src_new();
-	struct cancel_watch *w = watch_new();
-	assert_int_equal(cancel_watch_hangup(w, s, 0, src), 0);
-	struct waiter *k = waiter_start(src, 0);
-	await_pollers(1);
+	struct cancel_source *src;
+	struct cancel_watch *w;
+	struct waiter *k = polled_watch(false, 0, &s, &c, &src, &w);
 	watch_end(w, true);
 	/* Nobody polls the number any more: close it and reuse it. */
 	assert_int_equal(cancel__test_watch_pollers(), 0);
@@ -436,10 +456,9 @@ stop_racing_the_pollers_hang_up_is_one_or_the_other(void **state)
 	int stopped = 0, fired = 0;
 	for (long i = 0; i < rounds; i++) {
 		int s, c;
-		unix_pair(&s, &c);
-		struct cancel_source *src = src_new();
-		struct cancel_watch *w = watch_new();
-		assert_int_equal(cancel_watch_hangup(w, s, 0, src), 0);
+		struct cancel_source *src;
+		struct cancel_watch *w;
+		open_watched(false, 0, &s, &c, &src, &w);
 		struct waiter *k = waiter_start(src, 0);
 		await_pollers(1);
 		close(c);
@@ -487,13 +506,9 @@ a_second_watch_of_a_polled_descriptor_is_still_eexist(void **state)
 	assert_int_equal(cancel_watch_hangup(w2, s, 0, other), EEXIST);
 	assert_false(cancel_watch_stop(w2)); /* idle */
 	free(w2);
-	close(c);
-	assert_int_equal(waiter_end(k), ECANCELED);
-	expect_hang_up(src);
+	hang_up_ends_the_wait(c, k, src);
 	assert_false(cancel_token_is_canceled(cancel_source_token(other)));
-	watch_end(w, false);
-	close(s);
-	src_end(src);
+	close_watched(w, false, s, src);
 	src_end(other);
 }
 #endif
@@ -508,12 +523,9 @@ a_cancel_wakes_the_poller_and_a_later_hang_up_still_fires_the_watch(
 {
 	(void)state;
 	int s, c;
-	unix_pair(&s, &c);
-	struct cancel_source *src = src_new();
-	struct cancel_watch *w = watch_new();
-	assert_int_equal(cancel_watch_hangup(w, s, 0, src), 0);
-	struct waiter *k = waiter_start(src, 0);
-	await_pollers(1);
+	struct cancel_source *src;
+	struct cancel_watch *w;
+	struct waiter *k = polled_watch(false, 0, &s, &c, &src, &w);
 	assert_true(cancel_source_cancel_with(src, EPIPE));
 	assert_int_equal(waiter_end(k), ECANCELED);
 	assert_int_equal(cancel_token_reason(cancel_source_token(src)), EPIPE);
@@ -526,9 +538,7 @@ a_cancel_wakes_the_poller_and_a_later_hang_up_still_fires_the_watch(
 		assert_true(tu_now_ms() < end);
 		tu_nap();
 	}
-	watch_end(w, false);
-	close(s);
-	src_end(src);
+	close_watched(w, false, s, src);
 }
 
 static void
@@ -536,10 +546,9 @@ the_deadline_ends_the_poll_and_a_later_hang_up_still_cancels(void **state)
 {
 	(void)state;
 	int s, c;
-	unix_pair(&s, &c);
-	struct cancel_source *src = src_new();
-	struct cancel_watch *w = watch_new();
-	assert_int_equal(cancel_watch_hangup(w, s, 0, src), 0);
+	struct cancel_source *src;
+	struct cancel_watch *w;
+	open_watched(false, 0, &s, &c, &src, &w);
 	uint64_t t0 = tu_now_ns();
 	struct waiter *k = waiter_start(src, 100 * MS);
 	assert_int_equal(waiter_end(k), ETIMEDOUT);
@@ -550,9 +559,7 @@ the_deadline_ends_the_poll_and_a_later_hang_up_still_cancels(void **state)
 	close(c);
 	expect_canceled(src);
 	expect_hang_up(src);
-	watch_end(w, false);
-	close(s);
-	src_end(src);
+	close_watched(w, false, s, src);
 }
 
 static void
@@ -560,10 +567,9 @@ a_second_waiter_parks_and_both_return_at_the_hang_up(void **state)
 {
 	(void)state;
 	int s, c;
-	tcp_pair(&s, &c);
-	struct cancel_source *src = src_new();
-	struct cancel_watch *w = watch_new();
-	assert_int_equal(cancel_watch_hangup(w, s, 0, src), 0);
+	struct cancel_source *src;
+	struct cancel_watch *w;
+	open_watched(true, 0, &s, &c, &src, &w);
 	struct waiter *a = waiter_start(src, 0);
 	await_pollers(1);
 	struct waiter *b = waiter_start(src, 0);
@@ -573,9 +579,7 @@ a_second_waiter_parks_and_both_return_at_the_hang_up(void **state)
 	assert_int_equal(waiter_end(a), ECANCELED);
 	assert_int_equal(waiter_end(b), ECANCELED);
 	expect_hang_up(src);
-	watch_end(w, false);
-	close(s);
-	src_end(src);
+	close_watched(w, false, s, src);
 }
 
 static void
@@ -620,12 +624,9 @@ a_signal_handlers_cancel_wakes_the_poller(void **state)
 {
 	(void)state;
 	int s, c;
-	unix_pair(&s, &c);
-	struct cancel_source *src = src_new();
-	struct cancel_watch *w = watch_new();
-	assert_int_equal(cancel_watch_hangup(w, s, 0, src), 0);
-	struct waiter *k = waiter_start(src, 0);
-	await_pollers(1);
+	struct cancel_source *src;
+	struct cancel_watch *w;
+	struct waiter *k = polled_watch(false, 0, &s, &c, &src, &w);
 	struct sigaction old;
 	sig_target = src;
 	tu_install_handler(SIGUSR1, on_usr1, 0, &old);
@@ -646,10 +647,9 @@ the_kernel_refusing_the_watch_back_fires_it_with_enomem(void **state)
 {
 	(void)state;
 	int s, c;
-	unix_pair(&s, &c);
-	struct cancel_source *src = src_new();
-	struct cancel_watch *w = watch_new();
-	assert_int_equal(cancel_watch_hangup(w, s, 0, src), 0);
+	struct cancel_source *src;
+	struct cancel_watch *w;
+	open_watched(false, 0, &s, &c, &src, &w);
 	cancel__test_fail_watch_resume(1);
 	struct waiter *k = waiter_start(src, 20 * MS);
 	/* The deadline, or the ENOMEM cancel if it lands first. */
@@ -717,18 +717,11 @@ a_forked_child_polls_with_a_wake_up_descriptor_of_its_own(void **state)
 	assert_int_equal(WEXITSTATUS(st), 0);
 	/* And ours still works after the child wrote its copies. */
 	int s, c;
-	unix_pair(&s, &c);
-	struct cancel_source *src = src_new();
-	struct cancel_watch *w = watch_new();
-	assert_int_equal(cancel_watch_hangup(w, s, 0, src), 0);
-	struct waiter *k = waiter_start(src, 0);
-	await_pollers(1);
-	close(c);
-	assert_int_equal(waiter_end(k), ECANCELED);
-	expect_hang_up(src);
-	watch_end(w, false);
-	close(s);
-	src_end(src);
+	struct cancel_source *src;
+	struct cancel_watch *w;
+	struct waiter *k = polled_watch(false, 0, &s, &c, &src, &w);
+	hang_up_ends_the_wait(c, k, src);
+	close_watched(w, false, s, src);
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, tu_fds_setup, tu_fds_check)
@@ -738,7 +731,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(a_polling_waiter_returns_at_the_hang_up_and_the_library_thread_sleeps_on),
-		T(a_callback_registered_while_the_waiter_polls_still_runs_on_the_library_thread),
+		T(a_callback_added_while_polling_runs_on_the_library_thread),
 		T(a_source_with_callbacks_is_left_to_the_library_thread),
 		T(half_close_with_the_flag_does_not_end_the_poll),
 		T(stop_evicts_the_poller_before_it_returns_and_the_number_can_be_reused),

@@ -36,13 +36,8 @@
 /* The wheel's level-0 slot, the documented granularity (cancel.h). */
 #define GRAN_NS 1024ull
 
-/* Children start the library thread again after fork(): let TSan allow it. */
-const char *__tsan_default_options(void);
-const char *
-__tsan_default_options(void)
-{
-	return "die_after_fork=0";
-}
+/* Children start the library thread again after fork(). */
+TU_THREADS_AFTER_FORK
 
 static uint64_t
 xorshift(uint64_t *x)

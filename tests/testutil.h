@@ -36,6 +36,22 @@
 #endif
 
 /*
+ * TU_THREADS_AFTER_FORK, once at file scope in a test program whose forked
+ * children start threads (the library's, or their own): ThreadSanitizer
+ * forbids that by default after a multi-threaded fork.
+ */
+#ifdef TU_TSAN
+#define TU_THREADS_AFTER_FORK                                                \
+	const char *__tsan_default_options(void);                            \
+	const char *__tsan_default_options(void)                             \
+	{                                                                    \
+		return "die_after_fork=0";                                   \
+	}
+#else
+#define TU_THREADS_AFTER_FORK
+#endif
+
+/*
  * _exit() for a forked child that used the library. The coverage build
  * (CANCEL_COVERAGE, the coverage preset) first writes the child's
  * counters, which _exit() would drop. A function, not a macro: @code

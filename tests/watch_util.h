@@ -12,6 +12,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#define MS 1000000ull
+/* Long enough for any hang-up to arrive on a loaded machine. */
+#define PATIENCE (10000 * MS)
+/* How long "nothing happens" is watched for. */
+#define QUIET (200 * MS)
+
 /* The number of threads of this process. */
 static inline int
 tasks(void)
