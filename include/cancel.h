@@ -111,7 +111,9 @@
  *     the contract is unchanged. Such a thread keeps one wake-up
  *     descriptor until it exits. A cancel from a signal handler reaches
  *     such a waiter through the library thread, like a portable-backend
- *     wake-up.
+ *     wake-up. cancel_watch_stop() may also wait, one wake-up long, for
+ *     such a thread to let go of the descriptor (the SPEC names only the
+ *     wait for a running cancel), so that the caller may close it at once.
  *   - Portable ("pthread") wait backend only: cancel_source_cancel_from_signal()
  *     cannot wake threads blocked in cancel_wait()/cancel_sleep() from
  *     inside the handler (no async-signal-safe condvar exists); the library

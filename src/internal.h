@@ -50,6 +50,9 @@
  *   bit 6   WATCHED   a hang-up watch on this source is ACTIVE (set and
  *                     cleared under the watch lock; a waiter reads it as a
  *                     hint to look for a descriptor to poll itself).
+ *   bit 7   POLLED    a waiter polls a watched descriptor of this source
+ *                     (set and cleared under the watch lock): a cancel
+ *                     that sees it wakes the pollers (watch.c).
  *   bits 8-31         number of threads inside a wait on this source.
  *   bits 32-62        the reason (positive), valid once CANCELED is set.
  */
@@ -59,6 +62,7 @@
 #define CANCEL__S_FD 0x10u
 #define CANCEL__S_DWAIT 0x20u
 #define CANCEL__S_WATCHED 0x40u
+#define CANCEL__S_POLLED 0x80u
 #define CANCEL__S_WAITER 0x100u
 #define CANCEL__S_WAITER_MASK 0xffffff00u
 #define CANCEL__S_REASON_SHIFT 32
@@ -214,7 +218,7 @@ CANCEL_HIDDEN void cancel__source_fd_close(struct cancel_source *src);
 CANCEL_HIDDEN bool cancel__watch_wait(struct cancel_source *src, uint64_t dl);
 /*
  * Wake the waiters that poll a watch of @src (cancel__begin, after its CAS
- * saw WATCHED; not from a signal handler: the library thread's deferred
+ * saw POLLED; not from a signal handler: the library thread's deferred
  * finish calls it then). Takes the watch lock.
  */
 CANCEL_HIDDEN void cancel__watch_wake(struct cancel_source *src);

@@ -178,7 +178,7 @@ begin(struct cancel_source *src, int reason, bool from_signal,
 	/* Waiters polling a watched descriptor sleep in ppoll, not on the
 	 * word: wake them (a handler cannot take the lock: the deferred
 	 * finish does it, cancel__signal_finish). */
-	if ((s & CANCEL__S_WATCHED) && !from_signal && !polled)
+	if ((s & CANCEL__S_POLLED) && !from_signal && !polled)
 		cancel__watch_wake(src);
 	if (from_signal)
 		cancel__signal_post(src);
@@ -375,7 +375,7 @@ cancel__signal_finish(struct cancel_source *src)
 	uint64_t s = ld_acquire(&src->state_);
 	if (!cancel__unpark_signal_safe && cancel__state_waiters(s) != 0)
 		cancel__unpark_all(cancel__state_word(src));
-	if (s & CANCEL__S_WATCHED)
+	if (s & CANCEL__S_POLLED)
 		cancel__watch_wake(src);
 	cancel__finish(src);
 }

@@ -58,23 +58,36 @@
  *     kernel object (cancel__wb_resume; a hang-up meanwhile is reported at
  *     once). If the kernel refuses (ENOMEM, ENOSPC), the watch is never
  *     left unwatched: it fires on the loop with reason ENOMEM.
- * Wake-ups. A cancel whose CAS saw the source's WATCHED bit (set while
- * one of its watches is ACTIVE, which every polled watch is) writes the
- * wake-up descriptor of each poller of that source, under the lock
+ * Wake-ups. A poller sets the source's POLLED bit (fetch_or, under the
+ * lock, cleared when the source's last poller leaves) and takes CANCELED
+ * from that same read-modify-write; a cancel whose CAS saw POLLED writes
+ * the wake-up descriptor of each poller of that source, under the lock
  * (cancel__watch_wake; from a signal handler the library thread's
- * deferred finish does it). A poller registers only after it checked
- * CANCELED under the lock, so a cancel either sees its node or it sees
- * the cancel. A stop of a POLLED watch sets the node's `evicted`, writes
- * its descriptor and waits (watch_cv) until the waiter has let go, so
- * after stop returns no thread polls the descriptor number any more (the
- * caller closes it, and the number may name another connection next) and
- * none holds a reference to its file. tests/model/watch_poller.pml.
+ * deferred finish does it). The two read-modify-writes are ordered on the
+ * state word: either the poller sees CANCELED and does not poll, or the
+ * cancel sees POLLED and takes the lock after the poller's node is on the
+ * list. A stop of a POLLED watch sets the node's `evicted`, writes its
+ * descriptor and waits (watch_cv) until the waiter has let go, so after
+ * stop returns no thread polls the descriptor number any more (the caller
+ * closes it, and the number may name another connection next) and none
+ * holds a reference to its file. tests/model/watch_poller.pml.
  * Only one waiter polls a watch; others park on the source as usual. A
  * stop takes the watch out of `act` before it waits for the evicted one,
  * so no second waiter can take it over meanwhile. The ACTIVE watches are
  * found by source in `act`, a fixed hash table (through next_/prev_,
  * which the pending list uses only once a watch left ACTIVE), the pollers
- * in `pollers`, hashed the same way.
+ * in `pollers`, hashed the same way; WATCHED on the source says that it
+ * has an ACTIVE watch, a hint for its waiters.
+ *
+ * The descriptor number. A watch a waiter took out of the kernel object
+ * and did not put back (it fired it, handed it to the loop, or was
+ * evicted) keeps WF_OUT until its stop, and the stop does not DEL the
+ * number: while the stop waited for the poller with the lock released, a
+ * new watch of the same number may have been registered, and a DEL would
+ * take that registration. On epoll such a watch still holds its number:
+ * `polled_fds` (pollers, by descriptor) and `out_fds` (FIRED watches with
+ * WF_OUT, by descriptor) make a second watch of it EEXIST, as the kernel
+ * would if it were still registered.
  *
  * Lifetime of the source: an active watch (fired or not) counts as a child
  * of its source (children_, under the source's lock), so destroy returns
@@ -151,6 +164,13 @@ struct poller {
  * and again by the descriptor it polls (fd_slot). */
 static struct poller *pollers[1u << ACT_BITS];
 static struct poller *polled_fds[1u << ACT_BITS];
+/* Under the lock: FIRED watches with WF_OUT, chained by descriptor
+ * (next_/prev_, free once a watch is FIRED), until their stop. */
+static struct cancel_watch *out_fds[1u << ACT_BITS];
+static void out_link(struct cancel_watch *w);
+static void out_unlink(struct cancel_watch *w);
+static void polled_clear(struct cancel_source *src,
+                         const struct poller *except);
 
 static size_t
 fd_slot(int fd)
@@ -338,13 +358,30 @@ cancel_watch_stop(struct cancel_watch *w)
 			while (w->flags_ & CANCEL__WF_POLLED)
 				pthread_cond_wait(&watch_cv, &cancel__watch_mu);
 		}
-		/* Before the caller closes fd: out of the kernel object. */
-		cancel__wb_del(w);
+		/* Before the caller closes fd: out of the kernel object, if
+		 * still in it (else the number may be registered by another
+		 * watch now, whose registration a DEL would take). */
+		if (!(w->flags_ & CANCEL__WF_OUT))
+			cancel__wb_del(w);
+		else if (st == CANCEL__W_FIRED)
+			out_unlink(w);
 		if (st == CANCEL__W_PENDING)
 			pend_unlink(w); /* reported, but it never fires */
 		/* Its cancel runs: wait, unless we are inside it. */
 		while (firing == w && dispatching != w)
 			pthread_cond_wait(&watch_cv, &cancel__watch_mu);
+	} else if (st != CANCEL__W_IDLE) {
+		/* Inherited over fork: the source may still show the parent's
+		 * WATCHED and POLLED; drop what this process has no watch or
+		 * poller of. */
+		bool watched = false;
+		for (struct cancel_watch *o = act[act_slot(src)]; o != NULL;
+		     o = o->next_)
+			watched = watched || o->src_ == src;
+		if (!watched)
+			fetch_and_acq_rel(&src->state_,
+			                  ~(uint64_t)CANCEL__S_WATCHED);
+		polled_clear(src, NULL);
 	}
 	w->src_ = NULL;
 	st_relaxed(&w->state_, CANCEL__W_IDLE);
@@ -362,13 +399,51 @@ cancel_watch_stop(struct cancel_watch *w)
 /* ------------------------------------------------------------------ */
 
 bool
-cancel__watch_fd_polled(int fd)
+cancel__watch_fd_out(int fd)
 {
 	for (struct poller *p = polled_fds[fd_slot(fd)]; p != NULL;
 	     p = p->fnext)
 		if (p->w->fd_ == fd)
 			return true;
+	for (struct cancel_watch *w = out_fds[fd_slot(fd)]; w != NULL;
+	     w = w->next_)
+		if (w->fd_ == fd)
+			return true;
 	return false;
+}
+
+/* Under the lock: a watch with WF_OUT became FIRED: index it by @fd_. */
+static void
+out_link(struct cancel_watch *w)
+{
+	struct cancel_watch **head = &out_fds[fd_slot(w->fd_)];
+	w->prev_ = NULL;
+	w->next_ = *head;
+	if (*head != NULL)
+		(*head)->prev_ = w;
+	*head = w;
+}
+
+static void
+out_unlink(struct cancel_watch *w)
+{
+	if (w->prev_ != NULL)
+		w->prev_->next_ = w->next_;
+	else
+		out_fds[fd_slot(w->fd_)] = w->next_;
+	if (w->next_ != NULL)
+		w->next_->prev_ = w->prev_;
+	w->next_ = w->prev_ = NULL;
+}
+
+/* Under the lock: no poller of @src but @except is left: clear POLLED. */
+static void
+polled_clear(struct cancel_source *src, const struct poller *except)
+{
+	for (struct poller *p = pollers[act_slot(src)]; p != NULL; p = p->next)
+		if (p != except && p->src == src)
+			return;
+	fetch_and_acq_rel(&src->state_, ~(uint64_t)CANCEL__S_POLLED);
 }
 
 /* Under the lock: wake every poller of @src but @except. */
@@ -446,11 +521,8 @@ static struct cancel_watch *
 takeable(struct cancel_source *src)
 {
 	/* A relaxed look at the list is enough here: the decision that
-	 * counts is taken again under the source's lock (fire_here).
-	 * CANCELED, read under the lock: a cancel whose CAS we do not see
-	 * takes the lock after us and finds our node (cancel__watch_wake). */
-	if (ld_relaxed(&src->head_) != NULL ||
-	    (ld_acquire(&src->state_) & CANCEL__S_CANCELED))
+	 * counts is taken again under the source's lock (fire_here). */
+	if (ld_relaxed(&src->head_) != NULL)
 		return NULL;
 	for (struct cancel_watch *w = act[act_slot(src)]; w != NULL;
 	     w = w->next_)
@@ -486,6 +558,7 @@ fire_here(struct poller *me, struct cancel_watch *w,
 		wake_locked(src, me); /* pollers of other watches of src */
 	act_unlink(w);
 	st_relaxed(&w->state_, CANCEL__W_FIRED);
+	out_link(w); /* WF_OUT: it stays out until its stop */
 	if (won)
 		cancel__finish(src); /* DONE: the cancel has ended */
 }
@@ -531,15 +604,21 @@ cancel__watch_wait(struct cancel_source *src, uint64_t dl)
 	struct poller me = {.src = src};
 	struct pollfd p[2];
 	pthread_mutex_lock(&cancel__watch_mu);
-	struct cancel_watch *w = takeable(src);
+	/* POLLED first, CANCELED from the same read-modify-write: a cancel
+	 * whose CAS comes later sees POLLED and wakes us (it takes the lock
+	 * after this hold, when our node is on the list). */
+	uint64_t st = fetch_or_acq_rel(&src->state_, (uint64_t)CANCEL__S_POLLED);
+	struct cancel_watch *w =
+	    (st & CANCEL__S_CANCELED) ? NULL : takeable(src);
 	/* No descriptor to be woken through: park as usual. Not taken out
 	 * of the kernel object: its descriptor was closed before the stop
 	 * (a misuse), nothing to poll. */
 	if (w == NULL || wake_get() != 0 || cancel__wb_suspend(w) != 0) {
+		polled_clear(src, NULL);
 		pthread_mutex_unlock(&cancel__watch_mu);
 		return false;
 	}
-	w->flags_ |= CANCEL__WF_POLLED;
+	w->flags_ |= CANCEL__WF_POLLED | CANCEL__WF_OUT;
 	me.w = w;
 	me.wfd = my_wake.wfd;
 	struct poller **head = &pollers[act_slot(src)];
@@ -567,7 +646,9 @@ cancel__watch_wait(struct cancel_source *src, uint64_t dl)
 			int e = ENOMEM;
 			if (fail_resume == 0 || --fail_resume != 0)
 				e = cancel__wb_resume(w, &kick);
-			if (e != 0) {
+			if (e == 0)
+				w->flags_ &= ~CANCEL__WF_OUT;
+			else {
 				/* Never unwatched: it fires, with ENOMEM. */
 				w->flags_ |= CANCEL__WF_LOST;
 				cancel__watch_pend(w);
@@ -586,6 +667,7 @@ cancel__watch_wait(struct cancel_source *src, uint64_t dl)
 	for (pp = fhead; *pp != &me; pp = &(*pp)->fnext)
 		;
 	*pp = me.fnext;
+	polled_clear(src, NULL);
 	if (me.evicted)
 		pthread_cond_broadcast(&watch_cv);
 	pthread_mutex_unlock(&cancel__watch_mu);
@@ -648,6 +730,8 @@ cancel__watch_dispatch(struct pollfd *set, nfds_t n)
 	while ((w = pend_head) != NULL) {
 		pend_unlink(w);
 		st_relaxed(&w->state_, CANCEL__W_FIRED);
+		if (w->flags_ & CANCEL__WF_OUT)
+			out_link(w); /* handed over by a waiter */
 		struct cancel_source *src = w->src_;
 		bool lost = (w->flags_ & CANCEL__WF_LOST) != 0;
 		firing = w;
@@ -697,6 +781,8 @@ cancel__watch_atfork_child(void)
 	 * one when it needs one; the others are gone). */
 	for (size_t k = 0; k < sizeof pollers / sizeof pollers[0]; k++)
 		pollers[k] = polled_fds[k] = NULL;
+	for (size_t k = 0; k < sizeof out_fds / sizeof out_fds[0]; k++)
+		out_fds[k] = NULL;
 	for (struct twake *t = wakes; t != NULL; t = t->next) {
 		cancel__wakefd_close(t->rfd, t->wfd);
 		t->linked = false;

@@ -32,6 +32,10 @@ CANCEL_HIDDEN void cancel__watch_atfork_child(void);
 #define CANCEL__W_FIRED 3u   /* its cancel ran or runs */
 
 /* Internal bits of cancel_watch.flags_ (the caller's flags use bit 0). */
+#define CANCEL__WF_OUT 0x20000000u    /* out of the kernel object: a
+                                       * waiter took it and did not put
+                                       * it back (stop must not DEL: the
+                                       * number may be another watch's) */
 #define CANCEL__WF_POLLED 0x40000000u /* a waiter polls its descriptor */
 #define CANCEL__WF_LOST 0x80000000u   /* the kernel refused it back after
                                        * a waiter let go: fires ENOMEM */
@@ -69,8 +73,9 @@ CANCEL_HIDDEN void cancel__wb_atfork_child(void);
 /* Under the lock: an ACTIVE @w was reported: queue it to fire. */
 CANCEL_HIDDEN void cancel__watch_pend(struct cancel_watch *w);
 
-/* Under the lock: a waiter polls @fd for a watch, which is out of the
- * kernel object meanwhile (a second watch of it is EEXIST on epoll). */
-CANCEL_HIDDEN bool cancel__watch_fd_polled(int fd);
+/* Under the lock: a watch of @fd that is not IDLE is out of the kernel
+ * object (a waiter polls it, or fired it): a second watch of @fd is
+ * EEXIST on epoll, as if it were still registered. */
+CANCEL_HIDDEN bool cancel__watch_fd_out(int fd);
 
 #endif /* CANCEL_WATCH_H */

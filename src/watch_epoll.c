@@ -65,9 +65,9 @@ cancel__wb_add(struct cancel_watch *w, bool *kick)
 		st_release(&epfd, e);
 		*kick = true;
 	}
-	/* A watch of this number is out of the set while a waiter polls
-	 * it: the kernel would not see the duplicate. */
-	if (cancel__watch_fd_polled(w->fd_))
+	/* A watch of this number may be out of the set (a waiter polls it
+	 * or fired it): the kernel would not see the duplicate. */
+	if (cancel__watch_fd_out(w->fd_))
 		return EEXIST;
 	return epoll_add(e, w);
 }

@@ -267,8 +267,23 @@ switches(int tid)
 	return n;
 }
 
-/* The count once the thread has gone back to sleep: unchanged over 50 ms
- * (a stop's or a takeover's kick may still be on its way). */
+/* True if thread @tid is asleep (state S in its stat line). */
+static bool
+asleep(int tid)
+{
+	char path[64], line[512];
+	snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	bool ok = fgets(line, sizeof line, f) != NULL;
+	fclose(f);
+	const char *p = ok ? strrchr(line, ')') : NULL;
+	return p != NULL && p[1] == ' ' && p[2] == 'S';
+}
+
+/* The count once the thread has gone back to sleep: asleep and unchanged
+ * over 50 ms (a stop's or a takeover's kick may still be on its way, and
+ * a starved thread is runnable, not asleep). */
 static long
 settled_switches(int tid)
 {
@@ -277,7 +292,7 @@ settled_switches(int tid)
 		struct timespec ts = {0, 50 * 1000000L};
 		nanosleep(&ts, NULL);
 		long b = switches(tid);
-		if (a == b)
+		if (a == b && asleep(tid))
 			return a;
 		a = b;
 	}
@@ -511,6 +526,85 @@ a_second_watch_of_a_polled_descriptor_is_still_eexist(void **state)
 	close_watched(w, false, s, src);
 	src_end(other);
 }
+
+/* A watch that a waiter fired stays out of the epoll set until its stop,
+ * but still holds its number: a second watch is EEXIST until then, and
+ * the stop then leaves the number to the next watch (no DEL of it). */
+static void
+a_fired_polled_watch_holds_its_number_until_its_stop(void **state)
+{
+	(void)state;
+	int s, c;
+	struct cancel_source *src;
+	struct cancel_watch *w;
+	struct waiter *k = polled_watch(false, 0, &s, &c, &src, &w);
+	assert_int_equal(shutdown(c, SHUT_WR), 0); /* the waiter fires */
+	assert_int_equal(waiter_end(k), ECANCELED);
+	expect_hang_up(src);
+	struct cancel_source *other = src_new();
+	struct cancel_watch *w2 = watch_new();
+	assert_int_equal(cancel_watch_hangup(w2, s, 0, other), EEXIST);
+	watch_end(w, false);
+	assert_int_equal(cancel_watch_hangup(w2, s, 0, other), 0);
+	close(c);
+	expect_canceled(other);
+	expect_hang_up(other);
+	close_watched(w2, false, s, other);
+	src_end(src);
+}
+
+static struct cancel_watch *race_w2;
+static struct cancel_source *race_src2;
+static int race_fd;
+static int race_go;
+static int race_rc;
+
+/* Watch race_fd for race_src2 as soon as the number is free. */
+static void *
+watch_when_free(void *arg)
+{
+	(void)arg;
+	tu_signal(&race_go);
+	int rc;
+	while ((rc = cancel_watch_hangup(race_w2, race_fd, 0, race_src2)) ==
+	       EEXIST)
+		;
+	st_release(&race_rc, rc);
+	return NULL;
+}
+
+/* A stop of a polled watch waits for the poller with the lock released;
+ * a new watch of the same number may be registered meanwhile, and the
+ * stop must not take that registration out with a DEL of the number. */
+static void
+a_stop_racing_a_new_watch_of_the_number_leaves_it_registered(void **state)
+{
+	(void)state;
+	long rounds = tu_rounds(100, 1000);
+	for (long i = 0; i < rounds; i++) {
+		int s, c;
+		struct cancel_source *src;
+		struct cancel_watch *w;
+		struct waiter *k = polled_watch(false, 0, &s, &c, &src, &w);
+		race_src2 = src_new();
+		race_w2 = watch_new();
+		race_fd = s;
+		st_relaxed(&race_go, 0);
+		pthread_t y = tu_spawn(watch_when_free, NULL);
+		tu_await(&race_go);
+		watch_end(w, true);
+		tu_join(y);
+		assert_int_equal(ld_acquire(&race_rc), 0);
+		/* The new watch is the one in the kernel now. */
+		close(c);
+		expect_canceled(race_src2);
+		expect_hang_up(race_src2);
+		close_watched(race_w2, false, s, race_src2);
+		assert_true(cancel_source_cancel(src));
+		assert_int_equal(waiter_end(k), ECANCELED);
+		src_end(src);
+	}
+}
 #endif
 
 /* ------------------------------------------------------------------ */
@@ -709,7 +803,7 @@ a_forked_child_polls_with_a_wake_up_descriptor_of_its_own(void **state)
 		free(k);
 		close(s);
 		ok = ok && cancel_source_destroy(&src) == 0;
-		_exit(ok ? 0 : 1);
+		tu_child_exit(ok ? 0 : 1);
 	}
 	int st;
 	assert_int_equal(waitpid(pid, &st, 0), pid);
@@ -720,6 +814,35 @@ a_forked_child_polls_with_a_wake_up_descriptor_of_its_own(void **state)
 	struct cancel_source *src;
 	struct cancel_watch *w;
 	struct waiter *k = polled_watch(false, 0, &s, &c, &src, &w);
+	hang_up_ends_the_wait(c, k, src);
+	close_watched(w, false, s, src);
+}
+
+/* A watch polled by another thread at the fork: in the child, its stop
+ * drops the source's WATCHED and POLLED (nothing of that process watches
+ * or polls it), so waits and cancels there take no lock for it. */
+static void
+a_stop_in_the_child_clears_the_parents_watch_bits(void **state)
+{
+	(void)state;
+	int s, c;
+	struct cancel_source *src;
+	struct cancel_watch *w;
+	struct waiter *k = polled_watch(false, 0, &s, &c, &src, &w);
+	uint64_t bits = CANCEL__S_WATCHED | CANCEL__S_POLLED;
+	assert_int_equal(ld_acquire(&src->state_) & bits, bits);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		cancel_watch_stop(w);
+		tu_child_exit((ld_acquire(&src->state_) & bits) == 0 ? 0 : 1);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	/* The parent's waiter still polls, and the hang-up still ends it. */
+	assert_int_equal(cancel__test_watch_pollers(), 1);
 	hang_up_ends_the_wait(c, k, src);
 	close_watched(w, false, s, src);
 }
@@ -738,6 +861,8 @@ main(void)
 		T(stop_racing_the_pollers_hang_up_is_one_or_the_other),
 #ifdef CANCEL_BACKEND_futex
 		T(a_second_watch_of_a_polled_descriptor_is_still_eexist),
+		T(a_fired_polled_watch_holds_its_number_until_its_stop),
+		T(a_stop_racing_a_new_watch_of_the_number_leaves_it_registered),
 #endif
 		T(a_cancel_wakes_the_poller_and_a_later_hang_up_still_fires_the_watch),
 		T(the_deadline_ends_the_poll_and_a_later_hang_up_still_cancels),
@@ -746,6 +871,7 @@ main(void)
 		T(a_signal_handlers_cancel_wakes_the_poller),
 		T(the_kernel_refusing_the_watch_back_fires_it_with_enomem),
 		T(a_forked_child_polls_with_a_wake_up_descriptor_of_its_own),
+		T(a_stop_in_the_child_clears_the_parents_watch_bits),
 	};
 	return cmocka_run_group_tests_name("watch_poller", tests,
 	                                   watch_group_setup, NULL);

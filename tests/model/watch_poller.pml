@@ -20,8 +20,9 @@
  *       table, not POLLED and the source's callback list is empty (a
  *       relaxed look): DEL (reg = 0, its ready event goes too), POLLED,
  *       its node on the pollers list (evicted clear); unlock. Else it
- *       parks on the source. It then polls the NUMBER fd (plus the
- *       source's descriptor and its own wake descriptor) and wakes on:
+ *       parks on the source. It then polls the NUMBER fd (plus its
+ *       thread's wake descriptor, which a cancel of the source and an
+ *       eviction write) and wakes on:
  *       a hang-up of whatever connection fd names at that moment; a
  *       cancel of the source; its node evicted; the deadline (-DDEADLINE).
  *       Then, under the watch lock:
