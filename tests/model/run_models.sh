@@ -256,6 +256,14 @@ check watch_poller safety ok -DTWO -DREGISTRAR -DCANCEL -DDEADLINE
 check watch_poller safety ok -DTWO -DSHARED_CV
 check watch_poller_broken_unlink_late safety 'invalid end state'
 check watch_poller_broken_unlink_late safety 'assertion violated ( !(removed)|| !(wcanceled))' -DSHARED_CV
+# a second watch of the same number, registered while stop waits for the
+# evicted waiter: stop DELs only a watch still in the epoll set (WF_OUT)
+check watch_poller safety ok -DSECOND
+check watch_poller safety ok -DSECOND -DDEADLINE
+check watch_poller safety ok -DSECOND -DTWO -DDEADLINE
+check watch_poller safety ok -DSECOND -DREGISTRAR -DCANCEL -DDEADLINE
+check watch_poller safety ok -DSECOND -DSHARED_CV -DDEADLINE
+check watch_poller_broken_stop_always_del safety 'assertion violated ( !(hup1)||canceled2)'
 
 # lifetime: the users count, destroy and poisoning (issue 12; src/source.c,
 # callback.c, wrap_io.c, wrap_cond.c, libthread.c). touch(role) asserts
