@@ -358,11 +358,18 @@ noting_callback(struct cancel_source *src)
 	return cb;
 }
 
-/* @cb ran once, on the library thread; unregister (waits for it if it
- * still runs) and free it. */
+/* @cb runs once, on the library thread; then unregister it (waits for it
+ * if it still runs) and free it. The waiter returns as soon as the source
+ * shows CANCELED, which may be before the library thread reached @cb: an
+ * unregister then would remove it unrun. */
 static void
 expect_ran_on_library_thread(struct cancel_callback *cb)
 {
+	uint64_t end = tu_now_ms() + PATIENCE / MS;
+	while (ld_acquire(&cb_runs) == 0) {
+		assert_true(tu_now_ms() < end);
+		tu_nap();
+	}
 	cancel_callback_unregister(cb);
 	free(cb);
 	assert_int_equal(ld_acquire(&cb_runs), 1);
