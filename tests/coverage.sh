@@ -43,7 +43,10 @@ common=(-r "$ROOT" --filter "$ROOT/src/" --exclude-unreachable-branches
 	"$BUILD")
 gcovr "${common[@]}" || exit 1
 gcovr "${common[@]}" --branches || exit 1
-summary=$(gcovr "${common[@]}" --print-summary -o /dev/null) || exit 1
+# The report goes to a file of ours: gcovr replaces its output file, and
+# with -o /dev/null it replaced the machine's /dev/null with a regular file.
+summary=$(gcovr "${common[@]}" --print-summary \
+	-o "$BUILD/coverage-summary.txt") || exit 1
 echo "$summary"
 lines=$(sed -nE 's/^lines: ([0-9.]+)%.*/\1/p' <<<"$summary")
 branches=$(sed -nE 's/^branches: ([0-9.]+)%.*/\1/p' <<<"$summary")
