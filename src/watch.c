@@ -228,16 +228,35 @@ act_slot(const struct cancel_source *src)
 	return (size_t)(h >> (64 - ACT_BITS));
 }
 
-/* An ACTIVE @w enters the table; its source shows WATCHED. */
+/* Under the lock: push @w on the doubly linked list at *@head, and take
+ * it off again (next_/prev_; `act` and `out_fds` chains). */
 static void
-act_link(struct cancel_watch *w)
+wlist_push(struct cancel_watch **head, struct cancel_watch *w)
 {
-	struct cancel_watch **head = &act[act_slot(w->src_)];
 	w->prev_ = NULL;
 	w->next_ = *head;
 	if (*head != NULL)
 		(*head)->prev_ = w;
 	*head = w;
+}
+
+static void
+wlist_unlink(struct cancel_watch **head, struct cancel_watch *w)
+{
+	if (w->prev_ != NULL)
+		w->prev_->next_ = w->next_;
+	else
+		*head = w->next_;
+	if (w->next_ != NULL)
+		w->next_->prev_ = w->prev_;
+	w->next_ = w->prev_ = NULL;
+}
+
+/* An ACTIVE @w enters the table; its source shows WATCHED. */
+static void
+act_link(struct cancel_watch *w)
+{
+	wlist_push(&act[act_slot(w->src_)], w);
 	/* Acq_rel like every read-modify-write of the state word; a waiter
 	 * reads the bit only as a hint and looks here under the lock. */
 	fetch_or_acq_rel(&w->src_->state_, (uint64_t)CANCEL__S_WATCHED);
@@ -249,13 +268,7 @@ static void
 act_unlink(struct cancel_watch *w)
 {
 	size_t k = act_slot(w->src_);
-	if (w->prev_ != NULL)
-		w->prev_->next_ = w->next_;
-	else
-		act[k] = w->next_;
-	if (w->next_ != NULL)
-		w->next_->prev_ = w->prev_;
-	w->next_ = w->prev_ = NULL;
+	wlist_unlink(&act[k], w);
 	for (struct cancel_watch *o = act[k]; o != NULL; o = o->next_)
 		if (o->src_ == w->src_)
 			return;
@@ -416,24 +429,13 @@ cancel__watch_fd_out(int fd)
 static void
 out_link(struct cancel_watch *w)
 {
-	struct cancel_watch **head = &out_fds[fd_slot(w->fd_)];
-	w->prev_ = NULL;
-	w->next_ = *head;
-	if (*head != NULL)
-		(*head)->prev_ = w;
-	*head = w;
+	wlist_push(&out_fds[fd_slot(w->fd_)], w);
 }
 
 static void
 out_unlink(struct cancel_watch *w)
 {
-	if (w->prev_ != NULL)
-		w->prev_->next_ = w->next_;
-	else
-		out_fds[fd_slot(w->fd_)] = w->next_;
-	if (w->next_ != NULL)
-		w->next_->prev_ = w->prev_;
-	w->next_ = w->prev_ = NULL;
+	wlist_unlink(&out_fds[fd_slot(w->fd_)], w);
 }
 
 /* Under the lock: no poller of @src but @except is left: clear POLLED. */
